@@ -1,0 +1,3 @@
+"""deepvis: see, live, what a convolutional network sees."""
+
+__version__ = "0.1.0"

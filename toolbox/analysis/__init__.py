@@ -1,0 +1,1 @@
+"""Pure tensor algorithms on model outputs: statistics, saliency, dreams, unit pictures."""

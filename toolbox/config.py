@@ -1,0 +1,162 @@
+"""Settings: configs/default.yaml (+ a user file, + command-line overrides) -> validated dataclasses.
+
+The YAML files are the one source of default values; the dataclasses only say which keys
+exist and what types they take. Any unknown key or wrong type is a DeepvisError that names
+the key and the accepted values.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from toolbox.errors import DeepvisError
+from toolbox.render.layout import Rect
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    weights: Optional[str]
+    layer: Optional[str]
+    device: str
+    channels_last: bool
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    normalisation: Literal["channel", "layer"]
+    colormap: Literal["none", "viridis", "inferno", "magma", "jet", "turbo"]
+    top_k: int
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    width: int
+    height: int
+    panes: dict[str, Rect]
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    every: int
+    max_frames: Optional[int]
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    display: DisplayConfig
+    layout: LayoutConfig
+    analyze: AnalyzeConfig
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) if a is not type(None) else "null" for a in typing.get_args(tp))
+    if tp is Rect:
+        return "[x, y, width, height]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp, key: str):
+    """Check ``value`` against type ``tp`` (dataclass, Literal, Optional, dict, int, ...)."""
+    origin = typing.get_origin(tp)
+    bad = DeepvisError(f"config key '{key}' must be {_type_name(tp)}, not {value!r}")
+    if dataclasses.is_dataclass(tp) and tp is not Rect:
+        if not isinstance(value, dict):
+            raise bad
+        return _build(tp, value, key + ".")
+    if tp is Rect:
+        if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) and v >= 0 for v in value)):
+            raise bad
+        return Rect(*value)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _convert(value, inner, key)
+    if origin is dict:
+        _, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise bad
+    if not isinstance(value, tp):
+        raise bad
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise DeepvisError(f"unknown config key '{prefix}{key}' (accepted: {', '.join(names)})")
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise DeepvisError(f"config is missing key '{prefix}{missing[0]}'")
+    return cls(**{n: _convert(data[n], hints[n], prefix + n) for n in names})
+
+
+def _merge(base: dict, override: dict, prefix: str = "") -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in merged:
+            raise DeepvisError(f"unknown config key '{prefix}{key}' (accepted: {', '.join(base)})")
+        if isinstance(merged[key], dict) and isinstance(value, dict) and key != "panes":
+            merged[key] = _merge(merged[key], value, f"{prefix}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DeepvisError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise DeepvisError(f"config file {path}{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise DeepvisError(f"config file {path} must hold a mapping of keys")
+    return data
+
+
+def load_config(user_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the user's file, then ``overrides`` ({"model.layer": "_blocks.4"}; None values skipped)."""
+    data = read_yaml(DEFAULT_CONFIG)
+    if user_file is not None:
+        data = _merge(data, read_yaml(user_file))
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        nested: dict = {leaf: value}
+        for parent in reversed(parents):
+            nested = {parent: nested}
+        data = _merge(data, nested)
+    return _build(Config, data)

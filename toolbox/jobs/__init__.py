@@ -1,0 +1,1 @@
+"""Headless jobs (analyze, inspect, ...): sources -> model -> analysis -> render -> files."""

@@ -1,0 +1,57 @@
+"""deepvis inspect: everything about one still image, written as PNG and JSON files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from toolbox.analysis.activations import most_active_channels, top_predictions
+from toolbox.analysis.frame_analysis import FrameAnalyser
+from toolbox.atomic import write_image, write_json
+from toolbox.config import Config
+from toolbox.jobs.common import chosen_layer, describe_layer, layers_to_capture, model_from_config
+from toolbox.render.filters import filter_grid
+from toolbox.render.mosaic import channel_mosaic, mosaic_geometry
+from toolbox.render.window import WindowContent, render_window
+from toolbox.sources import Frame, read_image
+
+SHEET_PANE = 1024  # pixels per side of each feature-map sheet
+
+
+def first_conv(module: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The first convolution that reads the image (3 input channels)."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d) and m.in_channels == 3:
+            return name, m
+    raise ValueError("model has no convolution on the RGB input")
+
+
+def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict[str, Path]:
+    """Writes predictions.json, window.png, filters.png and features/NN_<layer>.png."""
+    image = read_image(image_path)
+    model = model_from_config(config)
+    layer = chosen_layer(model, config.model.layer)
+    out_dir = Path(out_dir)
+    with FrameAnalyser(model, layers_to_capture(model, layer)) as analyser:
+        result = analyser(Frame(image, 0, 0.0))
+    predictions = top_predictions(result.logits, model.categories, config.display.top_k)
+    written: dict[str, Path] = {}
+    written["predictions"] = write_json(out_dir / "predictions.json", {
+        "image": str(image_path), "model": model.name, "weights": model.weights,
+        "predictions": [{"index": p.index, "label": p.label, "probability": p.probability} for p in predictions],
+    })
+    act = result.activations[layer]
+    channel = most_active_channels(act, 1)[0][0]
+    status = f"{Path(image_path).name} | {model.name} | {describe_layer(model, layer, act)} | channel {channel}"
+    window = render_window(WindowContent(result.view, act, channel, predictions, status), config.layout, config.display)
+    written["window"] = write_image(out_dir / "window.png", window)
+    conv_name, conv = first_conv(model.module)
+    written["filters"] = write_image(out_dir / "filters.png", filter_grid(conv.weight, 512, 512))
+    for i, name in enumerate(model.layers):
+        a = result.activations[name]
+        if a.dim() != 3:
+            continue
+        geometry = mosaic_geometry(a.shape[0], a.shape[1], a.shape[2], SHEET_PANE, SHEET_PANE)
+        sheet = channel_mosaic(a, geometry, config.display.normalisation, config.display.colormap)
+        written[f"features/{name}"] = write_image(out_dir / "features" / f"{i:02d}_{name}.png", sheet)
+    return written

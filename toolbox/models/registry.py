@@ -1,0 +1,160 @@
+"""The models deepvis knows by name, and how to build each with its weights offline."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from toolbox.errors import DeepvisError
+from toolbox.models import lite0
+from toolbox.models.labels import imagenet_categories
+from toolbox.models.layers import LayerInfo, layer_table, visualisable_layers
+from toolbox.models.preprocess import IMAGENET, LITE0, Preprocess
+
+DEFAULT_MODEL = "lite0"
+# torchvision classifiers we list and test; any other torchvision classifier name works too.
+TORCHVISION_MODELS = ("googlenet", "inception_v3", "vgg16", "vgg11", "alexnet", "resnet18", "resnet50",
+                      "mobilenet_v3_large", "efficientnet_b0")
+INPUT_SIZES = {"inception_v3": 299}
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for visualisation: eval mode, parameters frozen, on its device."""
+
+    name: str
+    module: nn.Module
+    preprocess: Preprocess
+    categories: tuple[str, ...]
+    layers: list[str]  # visualisable layers, shallow to deep
+    weights: str  # where the weights came from: a file path, or "random"
+    weights_id: str  # short content hash of the weights (cache key)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    channels_last: bool = False
+
+    def layer_infos(self, names: list[str] | None = None) -> list[LayerInfo]:
+        x = torch.zeros(1, 3, self.preprocess.size, self.preprocess.size, device=self.device)
+        return layer_table(self.module, self._layout(x), self.layers if names is None else names)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def input_tensor(self, views) -> torch.Tensor:
+        """Model views (uint8 BGR, preprocess.size square) -> input tensor on this model's device."""
+        return self._layout(self.preprocess.to_tensor(views, self.device))
+
+    def check_layer(self, name: str) -> str:
+        from toolbox.models.capture import resolve_module
+
+        resolve_module(self.module, name)
+        return name
+
+
+def available_models() -> list[str]:
+    return [DEFAULT_MODEL, *TORCHVISION_MODELS]
+
+
+def _state_dict_hash(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise DeepvisError(f"weights file not found: {path} (check the --weights path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user problem
+        raise DeepvisError(f"cannot read weights {path}: {type(exc).__name__} (expected a PyTorch state dict .pth)") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise DeepvisError(f"weights {path} hold a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _torchvision_cached_weights(name: str) -> Path:
+    weights_enum = torchvision.models.get_model_weights(name)
+    default = weights_enum.DEFAULT
+    filename = os.path.basename(default.url)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        raise DeepvisError(
+            f"no weights for {name}: torchvision's {filename} is not in {path.parent}; copy it there from a "
+            f"machine with internet (python -c \"import torchvision; torchvision.models.get_model('{name}', "
+            f"weights='DEFAULT')\"), or pass --weights PATH, or --weights none for random weights"
+        )
+    return path
+
+
+def _build_architecture(name: str) -> tuple[nn.Module, Preprocess]:
+    if name == "lite0":
+        return lite0.EfficientNetLite0(), LITE0
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise DeepvisError(f"unknown model '{name}': choose one of {', '.join(available_models())} (deepvis models)")
+    kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    module = torchvision.models.get_model(name, weights=None, **kwargs)
+    size = INPUT_SIZES.get(name, 224)
+    return module, Preprocess(size, IMAGENET.mean, IMAGENET.std)
+
+
+def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: str | torch.device = "cpu",
+               channels_last: bool = False) -> LoadedModel:
+    """Build a model by registry name with its weights.
+
+    weights: None for the default (lite0: the bundled file; torchvision: its cached download),
+    "none" for random initialisation, or a path to a state dict.
+    """
+    random_init = weights is not None and weights.lower() == "none"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random weights are the same ones every run
+        module, preprocess = _build_architecture(name)
+    if random_init:
+        source, state = "random", module.state_dict()
+    else:
+        if weights is not None:
+            path = Path(weights)
+        elif name == "lite0":
+            path = lite0.bundled_weights_path()
+        else:
+            path = _torchvision_cached_weights(name)
+        state = _load_state_dict(path)
+        try:
+            module.load_state_dict(state, strict=name not in ("googlenet", "inception_v3"))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise DeepvisError(f"weights {path} do not fit model {name}: {first}") from None
+        source = str(path)
+    module.eval().requires_grad_(False)
+    device = torch.device(device)
+    module.to(device)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return LoadedModel(
+        name=name,
+        module=module,
+        preprocess=preprocess,
+        categories=imagenet_categories(),
+        layers=visualisable_layers(name, module),
+        weights=source,
+        weights_id=_state_dict_hash(state),
+        device=device,
+        channels_last=channels_last,
+    )
+
+
+def resolve_device(choice: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; otherwise the named device."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise DeepvisError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu")
+    return torch.device(choice)

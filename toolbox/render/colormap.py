@@ -1,0 +1,34 @@
+"""Colour lookup tables: 256 grey levels -> BGR, as torch tensors so rendering can stay on device."""
+from __future__ import annotations
+
+import functools
+
+import cv2
+import numpy as np
+import torch
+
+COLORMAPS = {
+    "none": None,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "magma": cv2.COLORMAP_MAGMA,
+    "jet": cv2.COLORMAP_JET,
+    "turbo": cv2.COLORMAP_TURBO,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def colormap_lut(name: str) -> np.ndarray:
+    """(256, 3) uint8 BGR table; 'none' is the grey ramp."""
+    if name not in COLORMAPS:
+        raise ValueError(f"unknown colormap '{name}' (choose {', '.join(COLORMAPS)})")
+    ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    if COLORMAPS[name] is None:
+        return np.repeat(ramp, 3, axis=1)
+    return cv2.applyColorMap(ramp, COLORMAPS[name]).reshape(256, 3)
+
+
+def apply_colormap(levels: torch.Tensor, name: str) -> torch.Tensor:
+    """(...,) uint8 grey levels -> (..., 3) uint8 BGR, on the same device."""
+    lut = torch.from_numpy(colormap_lut(name)).to(levels.device)
+    return lut[levels.long()]

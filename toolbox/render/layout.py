@@ -1,0 +1,41 @@
+"""The window as one image: panes placed at rectangles from the layout config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolbox.render.panes import fit_image
+
+WINDOW_BACKGROUND = (18, 18, 18)
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width), the order numpy shapes use."""
+        return self.h, self.w
+
+
+def compose(width: int, height: int, rects: dict[str, Rect], images: dict[str, np.ndarray]) -> np.ndarray:
+    """Place each pane image into its rectangle (fitted, centred) on a (height, width, 3) canvas.
+
+    Panes named in ``rects`` but absent from ``images`` stay background; images without a
+    rectangle are ignored.
+    """
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = WINDOW_BACKGROUND
+    for name, rect in rects.items():
+        image = images.get(name)
+        if image is None:
+            continue
+        if image.shape[:2] != (rect.h, rect.w):
+            image = fit_image(image, rect.h, rect.w)
+        canvas[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] = image
+    return canvas

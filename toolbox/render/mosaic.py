@@ -1,0 +1,141 @@
+"""Activation mosaics: every channel of a layer tiled in one near-square grid."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from toolbox.render.colormap import apply_colormap
+
+Normalisation = Literal["channel", "layer"]
+BACKGROUND = (40, 40, 40)  # BGR of unused cells
+SEPARATOR = (90, 90, 90)
+SELECTED = (0, 255, 0)
+
+
+@dataclass(frozen=True)
+class MosaicGeometry:
+    """Where each channel's tile sits. Tiles are tile_h x tile_w with ``sep``-pixel lines between
+    and around them; channel c is at row c // cols, column c % cols."""
+
+    channels: int
+    rows: int
+    cols: int
+    tile_h: int
+    tile_w: int
+    sep: int = 1
+
+    @property
+    def height(self) -> int:
+        return self.rows * self.tile_h + (self.rows + 1) * self.sep
+
+    @property
+    def width(self) -> int:
+        return self.cols * self.tile_w + (self.cols + 1) * self.sep
+
+    def tile_origin(self, channel: int) -> tuple[int, int]:
+        """(y, x) of the tile's top-left pixel."""
+        row, col = divmod(channel, self.cols)
+        return self.sep + row * (self.tile_h + self.sep), self.sep + col * (self.tile_w + self.sep)
+
+    def channel_at(self, y: int, x: int) -> int | None:
+        row, col = y // (self.tile_h + self.sep), x // (self.tile_w + self.sep)
+        channel = row * self.cols + col
+        return channel if 0 <= row < self.rows and 0 <= col < self.cols and channel < self.channels else None
+
+    def move(self, channel: int, d_row: int, d_col: int) -> int:
+        """The channel reached from ``channel`` by moving on the grid, clamped to valid channels."""
+        row, col = divmod(channel, self.cols)
+        row = min(max(row + d_row, 0), self.rows - 1)
+        col = min(max(col + d_col, 0), self.cols - 1)
+        return min(row * self.cols + col, self.channels - 1)
+
+
+def mosaic_geometry(channels: int, fmap_h: int, fmap_w: int, pane_h: int, pane_w: int, sep: int = 1) -> MosaicGeometry:
+    """The grid that shows ``channels`` maps of fmap_h x fmap_w as large as a pane allows.
+
+    Tiles are an integer multiple of the map size when they fit at 1x or more (so every
+    activation is a crisp square of pixels); otherwise they shrink, keeping the map's aspect.
+    """
+    best = None
+    for cols in range(1, channels + 1):
+        rows = math.ceil(channels / cols)
+        scale = min((pane_w - (cols + 1) * sep) / (cols * fmap_w), (pane_h - (rows + 1) * sep) / (rows * fmap_h))
+        if best is None or scale > best[0] + 1e-9:
+            best = (scale, rows, cols)
+    scale, rows, cols = best
+    if scale >= 1:
+        tile_h, tile_w = fmap_h * int(scale), fmap_w * int(scale)
+    else:
+        tile_h, tile_w = max(1, int(fmap_h * scale)), max(1, int(fmap_w * scale))
+    return MosaicGeometry(channels, rows, cols, tile_h, tile_w, sep)
+
+
+def normalise_activations(act: torch.Tensor, mode: Normalisation = "channel") -> torch.Tensor:
+    """(C, H, W) -> (C, H, W) float32 in [0, 1]: min-max per channel or over the whole layer.
+    A constant channel (or layer) maps to 0."""
+    act = act.float()
+    if mode == "channel":
+        lo = act.amin(dim=(1, 2), keepdim=True)
+        hi = act.amax(dim=(1, 2), keepdim=True)
+    elif mode == "layer":
+        lo, hi = act.min(), act.max()
+    else:
+        raise ValueError(f"normalisation must be 'channel' or 'layer', not {mode!r}")
+    span = hi - lo
+    return torch.where(span > 0, (act - lo) / torch.where(span > 0, span, 1.0), torch.zeros_like(act))
+
+
+def to_levels(unit: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 grey levels (rounded)."""
+    return (unit.clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def resize_tiles(maps: torch.Tensor, tile_h: int, tile_w: int) -> torch.Tensor:
+    """(N, C, h, w) float -> (N, C, tile_h, tile_w): pixel repetition when enlarging, area mean when shrinking."""
+    h, w = maps.shape[-2:]
+    if (h, w) == (tile_h, tile_w):
+        return maps
+    if tile_h >= h and tile_w >= w and tile_h % h == 0 and tile_w % w == 0:
+        return maps.repeat_interleave(tile_h // h, dim=-2).repeat_interleave(tile_w // w, dim=-1)
+    mode = "area" if tile_h <= h and tile_w <= w else "nearest"
+    return F.interpolate(maps, size=(tile_h, tile_w), mode=mode)
+
+
+def tile_grid(tiles: torch.Tensor, geometry: MosaicGeometry) -> np.ndarray:
+    """(N, th, tw, 3) uint8 BGR tiles -> the grid image (H, W, 3) uint8 with separators."""
+    g = geometry
+    n = tiles.shape[0]
+    cells = torch.empty((g.rows * g.cols, g.tile_h + g.sep, g.tile_w + g.sep, 3), dtype=torch.uint8, device=tiles.device)
+    cells[:] = torch.tensor(SEPARATOR, dtype=torch.uint8, device=tiles.device)
+    cells[:n, g.sep :, g.sep :] = tiles
+    cells[n:, g.sep :, g.sep :] = torch.tensor(BACKGROUND, dtype=torch.uint8, device=tiles.device)
+    grid = cells.view(g.rows, g.cols, g.tile_h + g.sep, g.tile_w + g.sep, 3).permute(0, 2, 1, 3, 4)
+    grid = grid.reshape(g.rows * (g.tile_h + g.sep), g.cols * (g.tile_w + g.sep), 3)
+    image = np.empty((g.height, g.width, 3), np.uint8)
+    image[:] = SEPARATOR
+    image[: grid.shape[0], : grid.shape[1]] = grid.cpu().numpy()
+    return image
+
+
+def outline_tile(image: np.ndarray, geometry: MosaicGeometry, channel: int, colour=SELECTED) -> np.ndarray:
+    """Draw a rectangle on the separator lines around ``channel``'s tile (in place)."""
+    y, x = geometry.tile_origin(channel)
+    cv2.rectangle(image, (x - 1, y - 1), (x + geometry.tile_w, y + geometry.tile_h), colour, 1)
+    return image
+
+
+def channel_mosaic(act: torch.Tensor, geometry: MosaicGeometry, normalisation: Normalisation = "channel",
+                   colormap: str = "none", selected: int | None = None) -> np.ndarray:
+    """(C, H, W) activations -> (H', W', 3) uint8 BGR mosaic; only this final image leaves the device."""
+    unit = normalise_activations(act, normalisation)
+    levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])
+    image = tile_grid(apply_colormap(levels, colormap), geometry)
+    if selected is not None:
+        outline_tile(image, geometry, selected)
+    return image

@@ -1,0 +1,61 @@
+"""Single panes: channel zoom, predictions, image fitting."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from toolbox.render.colormap import apply_colormap
+from toolbox.render.mosaic import BACKGROUND, resize_tiles, to_levels
+from toolbox.render.text import fit_text, put_text
+
+PANE_BACKGROUND = (30, 30, 30)
+
+
+def blank_pane(height: int, width: int, colour=PANE_BACKGROUND) -> np.ndarray:
+    pane = np.empty((height, width, 3), np.uint8)
+    pane[:] = colour
+    return pane
+
+
+def fit_image(image: np.ndarray, height: int, width: int, interpolation=cv2.INTER_NEAREST,
+              background=PANE_BACKGROUND) -> np.ndarray:
+    """Scale ``image`` to fit (height, width) keeping its aspect; centre it on a background."""
+    h, w = image.shape[:2]
+    scale = min(height / h, width / w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        if scale < 1:
+            interpolation = cv2.INTER_AREA
+        image = cv2.resize(image, (nw, nh), interpolation=interpolation)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    pane = blank_pane(height, width, background)
+    y, x = (height - nh) // 2, (width - nw) // 2
+    pane[y : y + nh, x : x + nw] = image
+    return pane
+
+
+def channel_zoom(unit_map: torch.Tensor, height: int, width: int, colormap: str = "none") -> np.ndarray:
+    """One normalised channel (H, W) in [0, 1] enlarged to fit the pane, pixels kept square."""
+    h, w = unit_map.shape
+    scale = max(1, min(height // h, width // w))
+    levels = to_levels(resize_tiles(unit_map[None, None].float(), h * scale, w * scale)[0, 0])
+    tile = apply_colormap(levels, colormap).cpu().numpy()
+    if tile.shape[0] > height or tile.shape[1] > width:
+        return fit_image(tile, height, width, background=BACKGROUND)
+    return fit_image(tile, height, width, background=BACKGROUND)
+
+
+def predictions_pane(predictions: list[tuple[str, float]], height: int, width: int) -> np.ndarray:
+    """Top-k labels with probability bars, best first; bar colour goes grey -> green with probability."""
+    pane = blank_pane(height, width)
+    rows = max(1, len(predictions))
+    row_h = min(38, (height - 8) // rows)
+    for i, (label, prob) in enumerate(predictions):
+        y = 4 + i * row_h
+        bar_w = int(round((width - 12) * float(prob)))
+        g = int(120 + 135 * prob)
+        cv2.rectangle(pane, (6, y + row_h - 12), (6 + bar_w, y + row_h - 4), (60, g, 60), -1)
+        put_text(pane, fit_text(f"{prob * 100:5.1f}% {label}", width - 12), (6, y + row_h - 16), 0.45)
+    return pane
