@@ -1,0 +1,41 @@
+"""Shared fixtures. Models are loaded once per test session (they are read-only: eval, frozen)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from toolbox.models import load_model
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """EfficientNet-Lite0 with its real bundled ImageNet weights, on CPU."""
+    return load_model("lite0")
+
+
+@pytest.fixture(scope="session")
+def cat_bgr() -> np.ndarray:
+    """skimage's chelsea (a cat photo) as (H, W, 3) uint8 BGR."""
+    return np.ascontiguousarray(skimage.data.chelsea()[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def coffee_bgr() -> np.ndarray:
+    return np.ascontiguousarray(skimage.data.coffee()[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def random_model():
+    """Factory for torchvision models with seeded random weights (cached per name)."""
+    cache: dict[str, object] = {}
+
+    def make(name: str):
+        if name not in cache:
+            cache[name] = load_model(name, weights="none")
+        return cache[name]
+
+    return make
