@@ -30,5 +30,14 @@ def colormap_lut(name: str) -> np.ndarray:
 
 def apply_colormap(levels: torch.Tensor, name: str) -> torch.Tensor:
     """(...,) uint8 grey levels -> (..., 3) uint8 BGR, on the same device."""
+    if name == "none":
+        return levels.unsqueeze(-1).expand(*levels.shape, 3)
     lut = torch.from_numpy(colormap_lut(name)).to(levels.device)
     return lut[levels.long()]
+
+
+def colormap_image(levels: np.ndarray, name: str) -> np.ndarray:
+    """(H, W) uint8 grey levels -> (H, W, 3) uint8 BGR on the host (OpenCV's table lookup)."""
+    if name == "none":
+        return cv2.cvtColor(levels, cv2.COLOR_GRAY2BGR)
+    return cv2.applyColorMap(levels, COLORMAPS[name]) if name in COLORMAPS else colormap_lut(name)[levels]

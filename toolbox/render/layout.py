@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolbox.render.panes import fit_image
+from toolbox.render.panes import blank_pane, fit_image
 
 WINDOW_BACKGROUND = (18, 18, 18)
 
@@ -24,18 +24,19 @@ class Rect:
 
 
 def compose(width: int, height: int, rects: dict[str, Rect], images: dict[str, np.ndarray]) -> np.ndarray:
-    """Place each pane image into its rectangle (fitted, centred) on a (height, width, 3) canvas.
+    """Place each pane image into its rectangle on a (height, width, 3) canvas: centred when
+    smaller (never enlarged: panes that want enlarging do it themselves, so mosaics stay
+    pixel-exact), shrunk when larger.
 
     Panes named in ``rects`` but absent from ``images`` stay background; images without a
     rectangle are ignored.
     """
-    canvas = np.empty((height, width, 3), np.uint8)
-    canvas[:] = WINDOW_BACKGROUND
+    canvas = blank_pane(height, width, WINDOW_BACKGROUND)
     for name, rect in rects.items():
         image = images.get(name)
         if image is None:
             continue
         if image.shape[:2] != (rect.h, rect.w):
-            image = fit_image(image, rect.h, rect.w)
+            image = fit_image(image, rect.h, rect.w, enlarge=False)
         canvas[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] = image
     return canvas

@@ -1,6 +1,7 @@
 """Activation mosaics: every channel of a layer tiled in one near-square grid."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -10,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolbox.render.colormap import apply_colormap
+from toolbox.render.colormap import colormap_image
 
 Normalisation = Literal["channel", "layer"]
-BACKGROUND = (40, 40, 40)  # BGR of unused cells
+BACKGROUND = (40, 40, 40)  # BGR of unused cells; both are grey so one plane can carry them
 SEPARATOR = (90, 90, 90)
 SELECTED = (0, 255, 0)
 
@@ -91,6 +92,15 @@ def normalise_activations(act: torch.Tensor, mode: Normalisation = "channel") ->
     return torch.where(span > 0, (act - lo) / torch.where(span > 0, span, 1.0), torch.zeros_like(act))
 
 
+def normalised_channel(act: torch.Tensor, channel: int, mode: Normalisation = "channel") -> torch.Tensor:
+    """(C, H, W) -> (H, W) in [0, 1]: one channel, normalised exactly as its mosaic tile."""
+    if mode == "channel":
+        return normalise_activations(act[channel : channel + 1], "channel")[0]
+    lo, hi = act.min().float(), act.max().float()
+    span = hi - lo
+    return (act[channel].float() - lo) / span if span > 0 else torch.zeros_like(act[channel], dtype=torch.float32)
+
+
 def to_levels(unit: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats -> uint8 grey levels (rounded)."""
     return (unit.clamp(0, 1) * 255.0).round().to(torch.uint8)
@@ -107,20 +117,30 @@ def resize_tiles(maps: torch.Tensor, tile_h: int, tile_w: int) -> torch.Tensor:
     return F.interpolate(maps, size=(tile_h, tile_w), mode=mode)
 
 
+def grid_levels(levels: torch.Tensor, geometry: MosaicGeometry, separator: int, background: int) -> torch.Tensor:
+    """(N, th, tw) uint8 tiles -> (H, W) uint8 grid with ``separator`` lines and ``background`` in
+    unused cells; stays on the tiles' device."""
+    g = geometry
+    cells = levels.new_full((g.rows * g.cols, g.tile_h, g.tile_w), background)
+    cells[: levels.shape[0]] = levels
+    cells = F.pad(cells, (g.sep, 0, g.sep, 0), value=separator)  # a line above and left of each tile
+    grid = cells.view(g.rows, g.cols, g.tile_h + g.sep, g.tile_w + g.sep).permute(0, 2, 1, 3)
+    grid = grid.reshape(g.rows * (g.tile_h + g.sep), g.cols * (g.tile_w + g.sep))
+    return F.pad(grid, (0, g.sep, 0, g.sep), value=separator)  # and the closing lines
+
+
 def tile_grid(tiles: torch.Tensor, geometry: MosaicGeometry) -> np.ndarray:
     """(N, th, tw, 3) uint8 BGR tiles -> the grid image (H, W, 3) uint8 with separators."""
-    g = geometry
-    n = tiles.shape[0]
-    cells = torch.empty((g.rows * g.cols, g.tile_h + g.sep, g.tile_w + g.sep, 3), dtype=torch.uint8, device=tiles.device)
-    cells[:] = torch.tensor(SEPARATOR, dtype=torch.uint8, device=tiles.device)
-    cells[:n, g.sep :, g.sep :] = tiles
-    cells[n:, g.sep :, g.sep :] = torch.tensor(BACKGROUND, dtype=torch.uint8, device=tiles.device)
-    grid = cells.view(g.rows, g.cols, g.tile_h + g.sep, g.tile_w + g.sep, 3).permute(0, 2, 1, 3, 4)
-    grid = grid.reshape(g.rows * (g.tile_h + g.sep), g.cols * (g.tile_w + g.sep), 3)
-    image = np.empty((g.height, g.width, 3), np.uint8)
-    image[:] = SEPARATOR
-    image[: grid.shape[0], : grid.shape[1]] = grid.cpu().numpy()
-    return image
+    planes = [grid_levels(tiles[..., k], geometry, SEPARATOR[k], BACKGROUND[k]) for k in range(3)]
+    return np.ascontiguousarray(torch.stack(planes, dim=-1).cpu().numpy())
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_mask(geometry: MosaicGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """(separator lines, unused cells) as (H, W) bool masks."""
+    ones = torch.ones((geometry.channels, geometry.tile_h, geometry.tile_w), dtype=torch.uint8)
+    plane = grid_levels(ones, geometry, 2, 3).numpy()
+    return plane == 2, plane == 3
 
 
 def outline_tile(image: np.ndarray, geometry: MosaicGeometry, channel: int, colour=SELECTED) -> np.ndarray:
@@ -132,10 +152,19 @@ def outline_tile(image: np.ndarray, geometry: MosaicGeometry, channel: int, colo
 
 def channel_mosaic(act: torch.Tensor, geometry: MosaicGeometry, normalisation: Normalisation = "channel",
                    colormap: str = "none", selected: int | None = None) -> np.ndarray:
-    """(C, H, W) activations -> (H', W', 3) uint8 BGR mosaic; only this final image leaves the device."""
+    """(C, H, W) activations -> (H', W', 3) uint8 BGR mosaic.
+
+    Normalising, resizing and tiling run on the activation's device as one grey-level plane;
+    only that plane crosses to the host, where the colour table is applied.
+    """
     unit = normalise_activations(act, normalisation)
     levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])
-    image = tile_grid(apply_colormap(levels, colormap), geometry)
+    grey = grid_levels(levels, geometry, SEPARATOR[0], BACKGROUND[0]).cpu().numpy()
+    image = colormap_image(grey, colormap)
+    if colormap != "none":  # the table also coloured the separators and empty cells: restore them
+        separators, unused = _frame_mask(geometry)
+        image[separators] = SEPARATOR
+        image[unused] = BACKGROUND
     if selected is not None:
         outline_tile(image, geometry, selected)
     return image

@@ -1,28 +1,40 @@
 """Single panes: channel zoom, predictions, image fitting."""
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
 
-from toolbox.render.colormap import apply_colormap
+from toolbox.render.colormap import colormap_image
 from toolbox.render.mosaic import BACKGROUND, resize_tiles, to_levels
 from toolbox.render.text import fit_text, put_text
 
 PANE_BACKGROUND = (30, 30, 30)
 
 
-def blank_pane(height: int, width: int, colour=PANE_BACKGROUND) -> np.ndarray:
+@functools.lru_cache(maxsize=32)
+def _blank(height: int, width: int, colour: tuple[int, int, int]) -> np.ndarray:
     pane = np.empty((height, width, 3), np.uint8)
     pane[:] = colour
+    pane.flags.writeable = False
     return pane
 
 
+def blank_pane(height: int, width: int, colour=PANE_BACKGROUND) -> np.ndarray:
+    """A new (height, width, 3) uint8 image of one colour (copied from a cached template: fast)."""
+    return _blank(height, width, tuple(colour)).copy()
+
+
 def fit_image(image: np.ndarray, height: int, width: int, interpolation=cv2.INTER_NEAREST,
-              background=PANE_BACKGROUND) -> np.ndarray:
-    """Scale ``image`` to fit (height, width) keeping its aspect; centre it on a background."""
+              background=PANE_BACKGROUND, enlarge: bool = True) -> np.ndarray:
+    """Scale ``image`` to fit (height, width) keeping its aspect; centre it on a background.
+    With ``enlarge=False`` an image that already fits keeps its size (pixel-exact)."""
     h, w = image.shape[:2]
     scale = min(height / h, width / w)
+    if not enlarge:
+        scale = min(scale, 1.0)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
         if scale < 1:
@@ -41,10 +53,7 @@ def channel_zoom(unit_map: torch.Tensor, height: int, width: int, colormap: str 
     h, w = unit_map.shape
     scale = max(1, min(height // h, width // w))
     levels = to_levels(resize_tiles(unit_map[None, None].float(), h * scale, w * scale)[0, 0])
-    tile = apply_colormap(levels, colormap).cpu().numpy()
-    if tile.shape[0] > height or tile.shape[1] > width:
-        return fit_image(tile, height, width, background=BACKGROUND)
-    return fit_image(tile, height, width, background=BACKGROUND)
+    return fit_image(colormap_image(levels.cpu().numpy(), colormap), height, width, background=BACKGROUND)
 
 
 def predictions_pane(predictions: list[tuple[str, float]], height: int, width: int) -> np.ndarray:

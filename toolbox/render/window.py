@@ -4,14 +4,15 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
 from toolbox.analysis.activations import Prediction
 from toolbox.config import DisplayConfig, LayoutConfig
 from toolbox.render.layout import compose
-from toolbox.render.mosaic import MosaicGeometry, channel_mosaic, mosaic_geometry, normalise_activations
-from toolbox.render.panes import channel_zoom, predictions_pane
+from toolbox.render.mosaic import MosaicGeometry, channel_mosaic, mosaic_geometry, normalised_channel
+from toolbox.render.panes import channel_zoom, fit_image, predictions_pane
 from toolbox.render.text import text_strip
 
 
@@ -43,7 +44,10 @@ class WindowContent:
 def render_window(content: WindowContent, layout: LayoutConfig, display: DisplayConfig) -> np.ndarray:
     """(layout.height, layout.width, 3) uint8 BGR."""
     panes = layout.panes
-    images: dict[str, np.ndarray] = {"input": content.view}
+    images: dict[str, np.ndarray] = {}
+    if "input" in panes:
+        rect = panes["input"]
+        images["input"] = fit_image(content.view, rect.h, rect.w, interpolation=cv2.INTER_LINEAR)
     act = content.activation
     if "mosaic" in panes:
         geometry = activation_geometry(act, layout)
@@ -52,7 +56,7 @@ def render_window(content: WindowContent, layout: LayoutConfig, display: Display
         if content.zoom is not None:
             images["zoom"] = content.zoom
         else:
-            unit = normalise_activations(act, display.normalisation)[content.channel]
+            unit = normalised_channel(act, content.channel, display.normalisation)
             images["zoom"] = channel_zoom(unit, panes["zoom"].h, panes["zoom"].w, display.colormap)
     if "predictions" in panes:
         rect = panes["predictions"]
