@@ -102,3 +102,21 @@ def test_python_dash_m_toolbox_is_the_cli():
     result = subprocess.run([sys.executable, "-m", "toolbox", "layers"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "_blocks.15" in result.stdout and "1280" in result.stdout
+
+
+def test_interrupted_analyze_leaves_no_file_under_a_final_name(tmp_path, monkeypatch):
+    import toolbox.jobs.analyze as job
+
+    calls = {"n": 0}
+    real = job.render_window
+
+    def interrupt_on_third_frame(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "render_window", interrupt_on_third_frame)
+    with pytest.raises(KeyboardInterrupt):
+        analyze("demo", tmp_path / "out", load_config(), progress=False)
+    assert list((tmp_path / "out").glob("*")) == []  # neither final files nor temporaries
