@@ -107,7 +107,8 @@ def to_levels(unit: torch.Tensor) -> torch.Tensor:
 
 
 def resize_tiles(maps: torch.Tensor, tile_h: int, tile_w: int) -> torch.Tensor:
-    """(N, C, h, w) float -> (N, C, tile_h, tile_w): pixel repetition when enlarging, area mean when shrinking."""
+    """(N, C, h, w) -> (N, C, tile_h, tile_w): pixel repetition when enlarging (any dtype),
+    area mean when shrinking (float)."""
     h, w = maps.shape[-2:]
     if (h, w) == (tile_h, tile_w):
         return maps
@@ -158,7 +159,10 @@ def channel_mosaic(act: torch.Tensor, geometry: MosaicGeometry, normalisation: N
     only that plane crosses to the host, where the colour table is applied.
     """
     unit = normalise_activations(act, normalisation)
-    levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])
+    if geometry.tile_h >= act.shape[1]:  # enlarging repeats pixels: quantise first, repeat bytes
+        levels = resize_tiles(to_levels(unit)[None], geometry.tile_h, geometry.tile_w)[0]
+    else:
+        levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])
     grey = grid_levels(levels, geometry, SEPARATOR[0], BACKGROUND[0]).cpu().numpy()
     image = colormap_image(grey, colormap)
     if colormap != "none":  # the table also coloured the separators and empty cells: restore them
