@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from toolbox import __version__
@@ -19,6 +20,15 @@ def _add_model_options(parser: argparse.ArgumentParser, layer: bool = True) -> N
     parser.add_argument("--config", help="YAML file overriding configs/default.yaml")
 
 
+def _add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    """--backend, and --labels / --preprocess for a user's .onnx model (toolbox.models.onnx_user)."""
+    if backend:
+        parser.add_argument("--backend", choices=("torch", "onnx", "auto"),
+                            help="torch | onnx (onnxruntime) | auto (the faster, measured once)")
+    parser.add_argument("--labels", help="for --model FILE.onnx: class names file, one per line")
+    parser.add_argument("--preprocess", help="for --model FILE.onnx: YAML with size, mean, std, scale")
+
+
 def _config(args, **extra):
     from toolbox.config import load_config
 
@@ -27,6 +37,9 @@ def _config(args, **extra):
         "model.weights": getattr(args, "weights", None),
         "model.device": getattr(args, "device", None),
         "model.layer": getattr(args, "layer", None),
+        "model.backend": getattr(args, "backend", None),
+        "model.labels": getattr(args, "labels", None),
+        "model.preprocess": getattr(args, "preprocess", None),
         **extra,
     }
     return load_config(getattr(args, "config", None), overrides)
@@ -46,14 +59,16 @@ def cmd_layers(args) -> int:
 
     model = model_from_config(_config(args))
     names = None if args.all else model.layers
-    infos = model.layer_infos([n for n, _ in model.module.named_modules() if n] if args.all else names)
+    if args.all and model.module is None:  # a user ONNX graph: its layers are all its feature maps
+        names = model.layers
+    infos = model.layer_infos([n for n, _ in model.module.named_modules() if n] if names is None else names)
     rows = [("#", "layer", "type", "output shape", "channels")]
     rows += [(str(i), info.name, info.type, "x".join(map(str, info.shape)), str(info.channels))
              for i, info in enumerate(infos)]
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
-    params = sum(p.numel() for p in model.module.parameters())
+    params = sum(p.numel() for p in model.module.parameters()) if model.module is not None else 0
     print(f"{model.name}: {params:,} parameters, input {model.preprocess.size}x{model.preprocess.size}, "
           f"weights {model.weights}")
     return 0
@@ -63,7 +78,7 @@ def cmd_analyze(args) -> int:
     from toolbox.jobs.analyze import analyze
 
     config = _config(args, **{"analyze.every": args.every, "analyze.max_frames": args.max_frames})
-    outputs = analyze(args.source, args.out, config, progress=not args.quiet)
+    outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency)
     print(f"wrote {outputs.video}, {outputs.frames}, {outputs.summary}")
     return 0
 
@@ -73,6 +88,39 @@ def cmd_inspect(args) -> int:
 
     written = inspect(args.image, args.out, _config(args))
     print(f"wrote {len(written)} files under {args.out}")
+    return 0
+
+
+def cmd_live(args) -> int:
+    from toolbox.app.live import LiveOptions, run_live
+
+    options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
+                          max_frames=args.max_frames)
+    run_live(args.source, _config(args), options)
+    # Everything is released by now (threads joined, source closed, recording finalised); skip the
+    # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def cmd_dream(args) -> int:
+    from toolbox.jobs.dream import DreamOptions, run_dream
+
+    options = DreamOptions(preset=args.preset, layers=args.layers, octaves=args.octaves, scale=args.scale,
+                           steps=args.steps, step_size=args.step_size, tile=args.tile, seed=args.seed,
+                           max_frames=args.max_frames)
+    written = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
+    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}")
+    return 0
+
+
+def cmd_units(args) -> int:
+    from toolbox.jobs.units import units
+
+    result = units(_config(args), channels=args.channels, out=args.out, preset_name=args.preset, steps=args.steps,
+                   size=args.size, batch=args.batch, progress=not args.quiet)
+    print(f"{len(result.channels)} unit images in {result.folder} (overview {result.sheet.name})")
     return 0
 
 
@@ -87,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="table of a model's layers with output shapes")
     _add_model_options(p, layer=False)
     p.add_argument("--all", action="store_true", help="every module, not only the visualisable layers")
+    _add_backend_options(p, backend=False)
     p.set_defaults(run=cmd_layers)
 
     p = sub.add_parser("analyze", help="annotated video + per-frame JSON for a video, camera or images (headless)")
@@ -96,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, help="process every N-th frame")
     p.add_argument("--max-frames", type=int, help="stop after N processed frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--saliency", metavar="METHOD", help="show this saliency map over the input in the zoom pane: "
+                   "gradient | guided | deconvnet | gradcam | guided_gradcam | input_x_gradient | smoothgrad | ...")
+    _add_backend_options(p)
     p.set_defaults(run=cmd_analyze)
 
     p = sub.add_parser("inspect", help="predictions, filters and every layer's feature maps for one image")
@@ -103,6 +155,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     _add_model_options(p)
     p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")
+    p.add_argument("source", nargs="?", default="0", help="camera index (default 0) | demo | video | images | URL")
+    _add_model_options(p)
+    p.add_argument("--fast", action="store_true", help="files as fast as the model computes, not at their frame rate")
+    p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
+    p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
+    p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)  # benchmarks: quit after N shown frames
+    p.set_defaults(run=cmd_live)
+
+    p = sub.add_parser("dream", help="DeepDream an image, a folder of images or a video")
+    p.add_argument("input", help="image | folder of images | video")
+    p.add_argument("--out", required=True, help="output image or video path, or a folder")
+    _add_model_options(p, layer=False)
+    p.add_argument("--preset", default="classic", choices=("classic", "tf-tutorial"), help="reference schedule")
+    p.add_argument("--layers", help="name[:weight[:kind[:index]]],... kind: l2 mean channel logit (deepvis layers)")
+    p.add_argument("--octaves", type=int, help="octave count (preset: classic 4, tf-tutorial 5)")
+    p.add_argument("--scale", type=float, help="size ratio between octaves (classic 1.4, tf-tutorial 1.3)")
+    p.add_argument("--steps", type=int, help="ascent steps per octave (classic 10, tf-tutorial 100)")
+    p.add_argument("--step-size", type=float, help="mean change per step in grey levels of 255 (classic 1.5)")
+    p.add_argument("--tile", type=int, help="tile side in pixels (default: untiled while the image fits)")
+    p.add_argument("--seed", type=int, help="random seed of the jitter (same seed, same dream)")
+    p.add_argument("--max-frames", type=int, help="video: stop after N frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_dream)
+
+    p = sub.add_parser("units", help="precompute each channel's synthetic image (activation maximisation) into the cache")
+    _add_model_options(p)
+    p.add_argument("--channels", help="slice like 0:64 or list like 3,5,9 (default: every channel)")
+    p.add_argument("--out", help="cache folder (default: $DEEPVIS_CACHE or ~/.cache/deepvis/units)")
+    p.add_argument("--preset", default="lucid", choices=("lucid", "yosinski"), help="regularisation school")
+    p.add_argument("--steps", type=int, help="optimisation steps (preset default 128)")
+    p.add_argument("--size", type=int, help="image side in pixels (preset default 128)")
+    p.add_argument("--batch", type=int, default=32, help="channels optimised together")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_units)
     return parser
 
 

@@ -30,6 +30,9 @@ class ModelConfig:
     layer: Optional[str]
     device: str
     channels_last: bool
+    backend: Literal["torch", "onnx", "auto"]
+    labels: Optional[str]
+    preprocess: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,31 @@ class AnalyzeConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    window_title: str
+    keys: str
+    torch_threads: int
+    fast_move: int
+    seek_seconds: float
+    stale_after_ms: int
+    reconnect_min_s: float
+    reconnect_max_s: float
+    snapshot_dir: str
+    record_dir: str
+    record_fps: float
+    mirror_camera: bool
+    zoom: Literal["channel", "overlay", "input"]
+    stale_colour: str
+    accent_colour: str
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig
     display: DisplayConfig
     layout: LayoutConfig
     analyze: AnalyzeConfig
+    live: LiveConfig
 
 
 def _type_name(tp) -> str:

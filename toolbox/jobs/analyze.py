@@ -11,11 +11,15 @@ import cv2
 from tqdm import tqdm
 
 from toolbox.analysis.activations import layer_means, most_active_channels, top_predictions
-from toolbox.analysis.frame_analysis import FrameAnalyser
+from toolbox.analysis.onnx_frame_analysis import make_frame_analyser, provider_choice
+from toolbox.analysis.top_patches import TopPatches
 from toolbox.atomic import atomic_path, write_json
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import chosen_layer, describe_layer, layers_to_capture, model_from_config, require_4d
+from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay
+from toolbox.jobs.units import write_top_patches
+from toolbox.models.receptive_field import receptive_field
 from toolbox.render.window import WindowContent, render_window
 from toolbox.sources import open_source
 
@@ -27,7 +31,8 @@ class AnalyzeOutputs:
     summary: Path
 
 
-def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: bool = True) -> AnalyzeOutputs:
+def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: bool = True,
+            saliency: str | None = None) -> AnalyzeOutputs:
     """Write ``out_dir``/annotated.mp4, frames.jsonl and summary.json. Nothing is written under the
     final names unless the run completes."""
     out_dir = Path(out_dir)
@@ -36,6 +41,8 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
     source = open_source(source_spec)
     model = model_from_config(config)
     layer = chosen_layer(model, config.model.layer)
+    if saliency is not None:  # the method's heatmap over the input replaces the zoom pane
+        check_saliency_choice(model, saliency)
     every, limit = config.analyze.every, config.analyze.max_frames
     if every < 1:
         raise DeepvisError("analyze.every must be 1 or more")
@@ -48,10 +55,12 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
 
     top1 = collections.Counter()
     forward_ms = []
+    patches = None  # TopPatches for the layer, made at the first frame (needs the channel count)
     processed = 0
     with contextlib.ExitStack() as stack:
         stack.enter_context(source)
-        analyser = stack.enter_context(FrameAnalyser(model, layers_to_capture(model, layer)))
+        analyser = stack.enter_context(make_frame_analyser(model, layers_to_capture(model, layer), config.model.backend,
+                                                           provider_choice(config.model.device)))
         video_tmp = stack.enter_context(atomic_path(outputs.video))
         frames_tmp = stack.enter_context(atomic_path(outputs.frames))
         writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (layout.width, layout.height))
@@ -66,12 +75,17 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
             result = analyser(frame)
             act = result.activations[layer]
             require_4d(layer, act)
+            if patches is None and model.module is not None:  # receptive fields need a torch model, not an ONNX file
+                patches = TopPatches(receptive_field(model, layer), act.shape[0])
+            if patches is not None:
+                patches.update(result.view, act, frame.index)
             predictions = top_predictions(result.logits, model.categories, display.top_k)
             active = most_active_channels(act, 5)
             channel = active[0][0]
-            status = (f"{source.name} | {model.name} | {describe_layer(model, layer, act)} | "
+            status = (f"{source.name} | {model.name} | {analyser.provider_label} | {describe_layer(model, layer, act)} | "
                       f"channel {channel} mean {active[0][1]:.2f} | frame {frame.index} t={frame.timestamp:.2f}s")
-            window = render_window(WindowContent(result.view, act, channel, predictions, status), layout, display)
+            zoom = saliency_overlay(model, result.view, saliency) if saliency is not None else None
+            window = render_window(WindowContent(result.view, act, channel, predictions, status, zoom=zoom), layout, display)
             writer.write(window)
             record = {
                 "index": frame.index,
@@ -91,10 +105,13 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
                 break
         if processed == 0:
             raise DeepvisError(f"source {source_spec} delivered no frames")
+    if patches is not None:
+        write_top_patches(patches, out_dir, layer)
     write_json(outputs.summary, {
         "source": source_spec,
         "model": model.name,
         "weights": model.weights,
+        "backend": analyser.provider_label,
         "layer": layer,
         "frames_processed": processed,
         "every": every,

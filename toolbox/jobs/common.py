@@ -10,7 +10,8 @@ from toolbox.models.registry import LoadedModel, load_model, resolve_device
 
 def model_from_config(config: Config) -> LoadedModel:
     m = config.model
-    return load_model(m.name, weights=m.weights, device=resolve_device(m.device), channels_last=m.channels_last)
+    return load_model(m.name, weights=m.weights, device=resolve_device(m.device), channels_last=m.channels_last,
+                      labels=m.labels, preprocess=m.preprocess)
 
 
 def default_layer(model: LoadedModel) -> str:

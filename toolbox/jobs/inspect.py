@@ -10,6 +10,7 @@ from toolbox.analysis.frame_analysis import FrameAnalyser
 from toolbox.atomic import write_image, write_json
 from toolbox.config import Config
 from toolbox.jobs.common import chosen_layer, describe_layer, layers_to_capture, model_from_config
+from toolbox.jobs.saliency_maps import write_saliency_maps
 from toolbox.render.filters import filter_grid
 from toolbox.render.mosaic import channel_mosaic, mosaic_geometry
 from toolbox.render.window import WindowContent, render_window
@@ -27,7 +28,8 @@ def first_conv(module: nn.Module) -> tuple[str, nn.Conv2d]:
 
 
 def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict[str, Path]:
-    """Writes predictions.json, window.png, filters.png and features/NN_<layer>.png."""
+    """Writes predictions.json, window.png, filters.png, features/NN_<layer>.png and saliency/ (every
+    saliency method's map for the top-1 class, see toolbox.jobs.saliency_maps)."""
     image = read_image(image_path)
     model = model_from_config(config)
     layer = chosen_layer(model, config.model.layer)
@@ -54,4 +56,5 @@ def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict
         geometry = mosaic_geometry(a.shape[0], a.shape[1], a.shape[2], SHEET_PANE, SHEET_PANE)
         sheet = channel_mosaic(a, geometry, config.display.normalisation, config.display.colormap)
         written[f"features/{name}"] = write_image(out_dir / "features" / f"{i:02d}_{name}.png", sheet)
+    written.update(write_saliency_maps(model, result.view, out_dir / "saliency"))
     return written

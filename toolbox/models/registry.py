@@ -5,6 +5,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -28,7 +29,7 @@ class LoadedModel:
     """A classifier ready for visualisation: eval mode, parameters frozen, on its device."""
 
     name: str
-    module: nn.Module
+    module: nn.Module | None  # None for a user's ONNX graph (then ``onnx`` is set)
     preprocess: Preprocess
     categories: tuple[str, ...]
     layers: list[str]  # visualisable layers, shallow to deep
@@ -36,8 +37,11 @@ class LoadedModel:
     weights_id: str  # short content hash of the weights (cache key)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = False
+    onnx: Any = None  # toolbox.models.onnx_user.OnnxGraph for a user's .onnx file, else None
 
     def layer_infos(self, names: list[str] | None = None) -> list[LayerInfo]:
+        if self.onnx is not None:
+            return self.onnx.layer_infos(names)
         x = torch.zeros(1, 3, self.preprocess.size, self.preprocess.size, device=self.device)
         return layer_table(self.module, self._layout(x), self.layers if names is None else names)
 
@@ -51,6 +55,8 @@ class LoadedModel:
     def check_layer(self, name: str) -> str:
         from toolbox.models.capture import resolve_module
 
+        if self.onnx is not None:
+            return self.onnx.check_layer(name)
         resolve_module(self.module, name)
         return name
 
@@ -107,12 +113,18 @@ def _build_architecture(name: str) -> tuple[nn.Module, Preprocess]:
 
 
 def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: str | torch.device = "cpu",
-               channels_last: bool = False) -> LoadedModel:
+               channels_last: bool = False, labels: str | None = None, preprocess: str | None = None) -> LoadedModel:
     """Build a model by registry name with its weights.
 
     weights: None for the default (lite0: the bundled file; torchvision: its cached download),
     "none" for random initialisation, or a path to a state dict.
+    A name ending in .onnx loads that file as a user graph (toolbox.models.onnx_user), with the
+    optional labels file and preprocess YAML; weights, device and channels_last do not apply.
     """
+    if name.lower().endswith(".onnx"):
+        from toolbox.models.onnx_user import load_onnx_model
+
+        return load_onnx_model(name, labels=labels, preprocess=preprocess)
     random_init = weights is not None and weights.lower() == "none"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random weights are the same ones every run

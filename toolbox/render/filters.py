@@ -1,4 +1,4 @@
-"""Convolution filters as pictures: first-layer RGB filters in a grid."""
+"""Convolution filters as pictures: first-layer RGB filters in a grid, and a deeper filter per input channel."""
 from __future__ import annotations
 
 from typing import Literal
@@ -34,3 +34,45 @@ def filter_grid(weight: torch.Tensor, pane_h: int, pane_w: int, mode: Literal["f
     geometry = mosaic_geometry(n, kh, kw, pane_h, pane_w)
     tiles = to_levels(resize_tiles(unit, geometry.tile_h, geometry.tile_w)).permute(0, 2, 3, 1)
     return tile_grid(tiles.contiguous(), geometry)
+
+
+def input_channel_grid(weight: torch.Tensor, selected: int, pane_h: int, pane_w: int,
+                       mode: Literal["filter", "global"] = "filter") -> np.ndarray:
+    """One filter of a deeper layer, (N, C, k, k) weights -> grid (H, W, 3) uint8 BGR with one grey
+    k x k tile per input channel of filter ``selected`` (the classic VGG16 filter picture).
+
+    mode "filter": min-max over this filter's weights; "global": over all filters of the layer,
+    so tiles of different filters can be compared. Mid-grey is not zero; the range is the tile's.
+    """
+    w = weight.detach().float()
+    unit = normalise_filters(w[selected : selected + 1], "filter")[0] if mode == "filter" else \
+        normalise_filters(w, "global")[selected]
+    c, kh, kw = unit.shape
+    geometry = mosaic_geometry(c, kh, kw, pane_h, pane_w)
+    tiles = to_levels(resize_tiles(unit[:, None], geometry.tile_h, geometry.tile_w))  # (C, 1, th, tw)
+    return tile_grid(tiles.permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous(), geometry)
+
+
+def layer_conv_weight(module: torch.nn.Module, layer: str) -> torch.Tensor | None:
+    """(N, C, k, k) weights of the convolution that makes ``layer``'s channels: the layer itself if it is
+    a Conv2d, else the last Conv2d inside it, else the last Conv2d registered before it; None if none."""
+    target = module.get_submodule(layer)
+    inside = [m for m in target.modules() if isinstance(m, torch.nn.Conv2d)]
+    if inside:
+        return inside[-1].weight
+    before = None
+    for name, m in module.named_modules():
+        if name == layer:
+            break
+        if isinstance(m, torch.nn.Conv2d):
+            before = m
+    return None if before is None else before.weight
+
+
+def filters_view(weight: torch.Tensor, selected: int, pane_h: int, pane_w: int,
+                 mode: Literal["filter", "global"] = "filter") -> np.ndarray:
+    """What the mosaic shows in filter mode: all RGB filters for a first layer (3 input channels),
+    else the selected filter's input-channel kernels. -> (H, W, 3) uint8 BGR."""
+    if weight.shape[1] == 3:
+        return filter_grid(weight, pane_h, pane_w, mode)
+    return input_channel_grid(weight, min(selected, weight.shape[0] - 1), pane_h, pane_w, mode)

@@ -1,0 +1,106 @@
+"""Top-k patches: for every channel of a layer, the k strongest responses seen so far in a stream.
+
+Each frame contributes at most one entry per channel: the channel's spatial maximum, with the
+crop of the model view under that unit's receptive field (clipped at the borders). So the nine
+patches of a channel come from nine different frames, as in the Deep Visualization Toolbox.
+The per-frame work is one max over the (C, H, W) tensor and a comparison with the current k-th
+values; Python only touches the channels whose top-k actually changed.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from toolbox.models.receptive_field import ReceptiveField
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One maximum: value, frame index, feature-map location (i, j), clipped box (y0, x0, y1, x1)
+    in the model view, and the crop (h, w, 3) uint8 BGR (shared, treat as read-only)."""
+
+    value: float
+    frame_index: int
+    location: tuple[int, int]
+    box: tuple[int, int, int, int]
+    image: np.ndarray
+
+    def record(self) -> dict:
+        return {"value": round(self.value, 6), "frame": self.frame_index, "y": self.location[0],
+                "x": self.location[1], "box": list(self.box)}
+
+
+class TopPatches:
+    """Running top-``k`` per channel. ``update`` from one thread, ``patches`` from any (locked)."""
+
+    def __init__(self, field: ReceptiveField, channels: int, k: int = 9):
+        self.field, self.channels, self.k = field, channels, k
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._values = torch.full((self.channels, self.k), -torch.inf)  # each row sorted, best first
+            self._patches: list[list[Patch]] = [[] for _ in range(self.channels)]
+            self._frames = 0
+
+    @property
+    def frames_seen(self) -> int:
+        return self._frames
+
+    def update(self, frame_view: np.ndarray, activation: torch.Tensor, frame_index: int | None = None) -> int:
+        """Offer one frame: view (S, S, 3) uint8 BGR the model saw, activation (C, H, W) of the layer.
+        Returns how many channels gained a patch."""
+        if activation.dim() != 3 or activation.shape[0] != self.channels:
+            raise ValueError(f"expected a ({self.channels}, H, W) activation, got {tuple(activation.shape)}")
+        h, w = activation.shape[-2:]
+        best, where = activation.detach().flatten(1).float().max(dim=1)
+        best, where = best.cpu(), where.cpu()
+        with self._lock:
+            index = self._frames if frame_index is None else frame_index
+            self._frames += 1
+            improved = torch.nonzero(best > self._values[:, -1]).flatten().tolist()
+            if not improved:
+                return 0
+            frame = np.array(frame_view, copy=True)  # large crops share this one copy
+            vh, vw = frame.shape[:2]
+            for c in improved:
+                value = float(best[c])
+                i, j = divmod(int(where[c]), w)
+                box = self.field.clipped_box(i, j, vh, vw)
+                crop = frame[box[0] : box[2], box[1] : box[3]]
+                if crop.size * 4 < frame.size:
+                    crop = crop.copy()  # small crops must not keep whole frames alive
+                row = self._values[c]
+                position = int((row >= value).sum())  # after equal values: earlier frames win ties
+                self._values[c, position + 1 :] = row[position:-1].clone()
+                self._values[c, position] = value
+                patches = self._patches[c]
+                patches.insert(position, Patch(value, index, (i, j), box, crop))
+                del patches[self.k :]
+            return len(improved)
+
+    def patches(self, channel: int) -> list[Patch]:
+        """The channel's best patches so far, strongest first (at most k)."""
+        with self._lock:
+            return list(self._patches[channel])
+
+    def values(self) -> torch.Tensor:
+        """(C, k) the top values per channel, best first; -inf where fewer than k frames were seen."""
+        with self._lock:
+            return self._values.clone()
+
+    def summary(self) -> dict:
+        """JSON-ready: receptive field, k, frames seen, and per channel its maxima."""
+        with self._lock:
+            f = self.field
+            return {
+                "k": self.k,
+                "frames_seen": self._frames,
+                "receptive_field": {"size": list(f.size), "stride": list(f.stride), "offset": list(f.offset),
+                                    "global": f.is_global},
+                "channels": [{"channel": c, "maxima": [p.record() for p in ps]} for c, ps in enumerate(self._patches)],
+            }

@@ -1,0 +1,20 @@
+"""The live window (deepvis live): state, key table, threads and the one OpenCV window.
+
+Data flow: CaptureThread -> LatestSlot[Captured] -> ComputeThread (LiveCompute) -> LatestSlot[LiveResult]
+-> main thread (LiveApp.draw: base image + newest input + status + marks -> Window.show). Nothing
+waits on anything: each stage takes the newest value of the one before and skips the rest.
+
+Extension points for features that plug in later (saliency, DeepDream, unit pictures):
+- state.AppState: ``mode`` (what the compute thread produces: "live", "dream", ...), ``overlay``
+  (saliency method name), ``extras`` (any other choice, a mapping treated as immutable).
+- state.register_action(name, reducer): new key actions; bind them in configs/keys.yaml.
+  A reducer is pure: (AppState, LiveContext) -> AppState | Transition(state, effects).
+- compute.LiveCompute.add_stage(name, fn, depends_on=(state fields,)): fn(result, state) runs in the
+  compute thread after the forward; its value lands in LiveResult.extras[name]. ``forward`` can be
+  replaced by a callable(frame) -> FrameResult (e.g. one that keeps the graph for gradients).
+- view.LiveView.pane_providers["zoom" | "side"] = fn(result, state) -> BGR image or None.
+- live.LiveOptions.plugins: callables(app) run when the LiveApp is built, to install the above.
+- tasks.TaskRunner (LiveApp.tasks): start(name, fn(task), label) -> TaskHandle with progress,
+  label, status, result, age(); task.report(fraction, label), task.cancelled(), task.check();
+  Esc cancels running tasks; the window draws their progress bars in the side pane.
+"""

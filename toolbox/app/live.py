@@ -1,0 +1,380 @@
+"""deepvis live: wires source, model, threads, state and window; the main thread's loop.
+
+The main thread is the only one that touches OpenCV HighGUI. Each turn it reads a key
+(``waitKeyEx``), applies the bound action to the state, forwards controls to the capture
+thread and the state to the compute thread, and redraws only when something visible changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolbox.app.compute import LiveCompute, LiveResult, mirrored
+from toolbox.app.keys import KeyTable, load_key_table
+from toolbox.app.overlays import help_overlay, hex_colour, mark_stale, no_signal, progress_bars
+from toolbox.app.recorder import Recorder
+from toolbox.app.snapshot import snapshot_paths, write_snapshot
+from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, reduce
+from toolbox.app.tasks import TaskRunner
+from toolbox.app.threads import Captured, CaptureThread, ComputeThread, LatestSlot, RateMeter, set_cv_threads
+from toolbox.app.view import LiveView
+from toolbox.app.window import Window, check_gui
+from toolbox.config import Config
+from toolbox.errors import DeepvisError
+from toolbox.jobs.common import chosen_layer, model_from_config
+from toolbox.models.registry import LoadedModel
+from toolbox.render.layout import Rect
+from toolbox.sources import open_source
+from toolbox.sources.base import FrameSource
+from toolbox.sources.capture import CameraSource
+
+MESSAGE_SECONDS = 4.0
+STATUS_REFRESH_S = 0.5
+
+
+@dataclass
+class LiveOptions:
+    paced: bool = True  # files at their own frame rate (False: as fast as compute allows)
+    record: bool = False  # start recording at once
+    snapshot_dir: str | None = None
+    record_dir: str | None = None
+    max_frames: int | None = None  # quit after this many displayed frames (benchmarks)
+    # Extensions: each is called with the LiveApp at the end of its construction, to add compute
+    # stages (app.compute.add_stage), panes (app.view.pane_providers) or start tasks (app.tasks).
+    plugins: list = field(default_factory=list)
+
+
+@dataclass
+class LiveStats:
+    """Measured by the main thread; the benchmark reads them."""
+
+    displayed: int = 0
+    input_latency_ms: list[float] = field(default_factory=list)  # capture -> first display of a frame
+    result_latency_ms: list[float] = field(default_factory=list)  # capture -> first display of its activations
+
+    def summary(self) -> dict:
+        def stats(values):
+            if not values:
+                return None
+            ordered = sorted(values)
+            return {"median": round(statistics.median(ordered), 2),
+                    "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2)}
+
+        return {"displayed": self.displayed, "input_latency_ms": stats(self.input_latency_ms),
+                "result_latency_ms": stats(self.result_latency_ms)}
+
+
+def layer_shapes(model: LoadedModel, layers: list[str]) -> tuple[LayerShape, ...]:
+    shapes = []
+    for info in model.layer_infos(layers):
+        if len(info.shape) != 3:
+            continue  # not a (C, H, W) feature map: nothing to tile
+        shapes.append(LayerShape(info.name, *info.shape))
+    return tuple(shapes)
+
+
+class LiveApp:
+    def __init__(self, source: FrameSource, model: LoadedModel, config: Config, layer: str,
+                 options: LiveOptions | None = None):
+        self.source, self.model, self.config = source, model, config
+        self.options = options or LiveOptions()
+        live = config.live
+        self.keys: KeyTable = load_key_table(live.keys)
+        layers = list(model.layers) if layer in model.layers else [*model.layers, layer]
+        self.layers = layer_shapes(model, layers)
+        names = [s.name for s in self.layers]
+        if layer not in names:
+            raise DeepvisError(f"layer '{layer}' has no (C, H, W) output to show: pick a convolutional layer "
+                               "(deepvis layers)")
+        mosaic = config.layout.panes.get("mosaic", Rect(0, 0, 640, 640))
+        self.initial = AppState(layer=names.index(layer), zoom=live.zoom,
+                                normalisation=config.display.normalisation,
+                                colormap_on=config.display.colormap != "none",
+                                mirror=isinstance(source, CameraSource) and live.mirror_camera)
+        self.context = LiveContext(self.layers, (mosaic.h, mosaic.w), seekable=source.seekable,
+                                   fast_step=live.fast_move, seek_seconds=live.seek_seconds, initial=self.initial)
+        self.state = self.initial
+        self.view = LiveView(config, self.layers)
+        self.tasks = TaskRunner()
+        self.stale_colour = hex_colour(live.stale_colour)
+        self.accent_colour = hex_colour(live.accent_colour)
+        # threads and their mailboxes
+        self.frames: LatestSlot[Captured] = LatestSlot()
+        self.states: LatestSlot[AppState] = LatestSlot()
+        self.results: LatestSlot[LiveResult] = LatestSlot()
+        self.wake = threading.Event()
+        self.compute = LiveCompute(model, names, config.display.top_k, render=self.view.base)
+        self.capture = CaptureThread(source, self.frames, self.wake, paced=self.options.paced,
+                                     backoff=(live.reconnect_min_s, live.reconnect_max_s))
+        self.compute_thread = ComputeThread(self.compute, self.frames, self.states, self.results, self.wake)
+        self.capture.demand = lambda: self.compute_thread.taken_seq >= self.frames.get()[0]
+        self.display_meter = RateMeter()
+        self.stats = LiveStats()
+        self.window: Window | None = None
+        self.recorder: Recorder | None = None
+        self.quit = False
+        self._message = ("", 0.0)
+        self._next_snapshot = 0
+        self._drawn_key: tuple | None = None
+        self._base_cache: tuple[tuple, np.ndarray] | None = None
+        self._input_cache: tuple[tuple, np.ndarray] | None = None
+        self._status = ("", 0.0)
+        self._status_inputs: tuple = ()
+        self._last_cap_seq = 0
+        self._last_res_seq = 0
+        if self.options.record:
+            self.state = dataclasses.replace(self.state, recording=True)
+        for plugin in self.options.plugins:
+            plugin(self)
+
+    # --- keys -------------------------------------------------------------------------------------
+    def flash(self, text: str) -> None:
+        self._message = (text, time.monotonic() + MESSAGE_SECONDS)
+
+    def _live_context(self) -> LiveContext:
+        _, result = self.results.get()
+        means = None
+        if result is not None:
+            means = tuple(result.channel_means(self.layers[self.state.layer].name).tolist())
+        return dataclasses.replace(self.context, channel_means=means, busy=self.tasks.busy)
+
+    def on_key(self, code: int) -> None:
+        action = self.keys.action_for(code)
+        if action is None:
+            return
+        transition = reduce(self.state, action, self._live_context())
+        self.state = transition.state
+        for effect in transition.effects:
+            self._apply(effect)
+
+    def _apply(self, effect: Effect) -> None:
+        kind = effect.kind
+        if kind in ("seek_seconds", "step_frames", "restart"):
+            self.capture.command(kind, effect.amount)
+        elif kind == "snapshot":
+            self.snapshot()
+        elif kind == "quit":
+            self.quit = True
+        elif kind == "cancel_tasks":
+            self.flash(f"cancelled {self.tasks.cancel()} task(s)")
+        elif kind == "message":
+            self.flash(effect.text)
+
+    # --- side effects -------------------------------------------------------------------------------
+    def snapshot(self) -> None:
+        """Show the image with the 'snapshot' message, and write exactly that image (in the background)."""
+        live = self.config.live
+        directory = Path(self.options.snapshot_dir or live.snapshot_dir)
+        panes = {name: rect for name, rect in self.view.panes.items()}
+        files = snapshot_paths(directory, panes, start=self._next_snapshot)
+        self._next_snapshot = files.number + 1
+        self.flash(f"snapshot {files.window}")
+        image = self.draw(force=True)
+        info = self.snapshot_info()
+        self.tasks.start("snapshot", lambda task: write_snapshot(files, image, panes, info),
+                         label="snapshot", cancellable=False)
+
+    def snapshot_info(self) -> dict:
+        _, result = self.results.get()
+        _, captured = self.frames.get()
+        shape = self.layers[self.state.layer]
+        info = {
+            "source": self.source.name,
+            "model": self.model.name,
+            "weights": self.model.weights,
+            "layer": {"index": self.state.layer, "name": shape.name,
+                      "shape": [shape.channels, shape.height, shape.width]},
+            "channel": self.state.channel,
+            "state": {k: v for k, v in self.state.__dict__.items() if k != "extras"},
+            "input_frame_index": None if captured is None else captured.frame.index,
+            "time": None if captured is None else round(captured.frame.timestamp, 4),
+        }
+        if result is not None:
+            info["frame_index"] = result.frame_index
+            info["channel_activation"] = round(float(result.channel_means(shape.name)[self.state.channel]), 6)
+            info["predictions"] = [{"index": p.index, "label": p.label, "probability": round(p.probability, 6)}
+                                   for p in result.predictions]
+        return info
+
+    def _sync_recording(self) -> None:
+        if self.state.recording and self.recorder is None:
+            live = self.config.live
+            try:
+                self.recorder = Recorder(self.options.record_dir or live.record_dir,
+                                         (self.config.layout.width, self.config.layout.height), live.record_fps)
+            except DeepvisError as error:
+                self.state = dataclasses.replace(self.state, recording=False)
+                self.flash(str(error))
+                return
+            self.recorder.start()
+            self.flash(f"recording {self.recorder.path}")
+        elif not self.state.recording and self.recorder is not None:
+            path, self.recorder = self.recorder.finish(), None
+            self.flash(f"saved {path}" if path else "nothing recorded")
+
+    def sync(self) -> None:
+        """Forward the state to the other threads (cheap when nothing changed)."""
+        self.capture.set_controls(self.state.paused, self.state.frozen)
+        _, published = self.states.get()
+        if published != self.state:
+            self.states.put(self.state)
+            self.wake.set()
+        self._sync_recording()
+
+    # --- drawing ------------------------------------------------------------------------------------
+    def _base(self, result: LiveResult | None, res_seq: int) -> np.ndarray:
+        if result is None:
+            return self.view.empty()
+        key = self.view.render_key(self.state)
+        if result.base is not None and result.render_key == key and not self.view.pane_providers:
+            return result.base
+        cache_key = (res_seq, key, self.tasks.version if self.view.pane_providers else 0)
+        if self._base_cache is None or self._base_cache[0] != cache_key:
+            self._base_cache = (cache_key, self.view.base(result, self.state)[0])
+        return self._base_cache[1]
+
+    def _input_view(self, captured: Captured, seq: int) -> np.ndarray:
+        key = (seq, self.state.mirror)
+        if self._input_cache is None or self._input_cache[0] != key:
+            frame = mirrored(captured.frame, self.state.mirror)
+            self._input_cache = (key, self.model.preprocess.model_view(frame.image))
+        return self._input_cache[1]
+
+    def _flags(self) -> list[str]:
+        s, flags = self.state, []
+        if s.overlay != "none":
+            flags.append(s.overlay)
+        for name, on in (("frozen", s.frozen), ("paused", s.paused), ("mirror", s.mirror), ("REC", s.recording)):
+            if on:
+                flags.append(name)
+        if not self.capture.status.signal:
+            flags.append(f"no signal, reconnecting (try {self.capture.status.attempts})")
+        if self.capture.status.ended:
+            flags.append("end of input")
+        if self.compute_thread.stats.error:
+            flags.append(f"error: {self.compute_thread.stats.error}")
+        text, until = self._message
+        if text and time.monotonic() < until:
+            flags.append(f"- {text}")
+        return flags
+
+    def _status_text(self, result: LiveResult | None) -> str:
+        now = time.monotonic()
+        text, at = self._status
+        if now - at >= STATUS_REFRESH_S or not text or self._status_inputs != self._current_status_inputs(result):
+            rates = (self.capture.meter.rate(), self.compute_thread.meter.rate(), self.display_meter.rate())
+            text = self.view.status_text(self.source.name, self.model.name, self.state, result, rates, self._flags())
+            self._status = (text, now)
+            self._status_inputs = self._current_status_inputs(result)
+        return text
+
+    def _current_status_inputs(self, result) -> tuple:
+        """What makes the status line change at once (the rates change only every STATUS_REFRESH_S)."""
+        return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error)
+
+    def draw(self, force: bool = False) -> np.ndarray | None:
+        """Compose and show the window if anything visible changed; returns the shown image."""
+        cap_seq, captured = self.frames.get()
+        res_seq, result = self.results.get()
+        status = self._status_text(result)
+        active = [(h.label, h.progress) for h in self.tasks.active() if h.cancellable]
+        key = (cap_seq, res_seq, self.state, status, tuple(active), self.capture.status)
+        if key == self._drawn_key and not force:
+            return None
+        image = self._base(result, res_seq).copy()
+        now = time.perf_counter()
+        if captured is not None:
+            self.view.paste(image, "input", self._input_view(captured, cap_seq))
+            if result is not None:
+                lag = captured.captured_at - result.captured.captured_at
+                if lag * 1000 > self.config.live.stale_after_ms:
+                    for pane in ("mosaic", "zoom", "predictions"):
+                        if pane in self.view.panes:
+                            mark_stale(image, self.view.panes[pane], f"stale {lag:.1f} s", self.stale_colour)
+        if not self.capture.status.signal and "input" in self.view.panes:
+            no_signal(image, self.view.panes["input"])
+        self.view.paste_status(image, status)
+        if active and "side" in self.view.panes:
+            progress_bars(image, self.view.panes["side"], active, self.accent_colour)
+        if self.state.help:
+            help_overlay(image, self.keys.help_lines())
+        self.window.show(image)
+        self._drawn_key = key
+        if captured is not None and cap_seq != self._last_cap_seq:  # display fps: new input frames shown
+            self.display_meter.tick()
+            self.stats.displayed += 1
+            self.stats.input_latency_ms.append((now - captured.captured_at) * 1000)
+        if result is not None and res_seq != self._last_res_seq:
+            self.stats.result_latency_ms.append((now - result.captured.captured_at) * 1000)
+        self._last_cap_seq, self._last_res_seq = cap_seq, res_seq
+        if self.recorder is not None:
+            self.recorder.offer(image)
+        return image
+
+    # --- lifetime -------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.window = Window(self.config.live.window_title)
+        with self.compute:
+            try:
+                self.states.put(self.state)
+                self.capture.start()
+                self.compute_thread.start()
+                self.window.show(self.view.empty())
+                while not self.quit:
+                    code = self.window.poll_key(5)
+                    if self.window.closed:
+                        break
+                    if code != -1:
+                        self.on_key(code)
+                    self.sync()
+                    self.draw()
+                    if self.options.max_frames and self.stats.displayed >= self.options.max_frames:
+                        break
+            finally:
+                self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """Finalise a recording, stop and join the threads, release the source, close the window."""
+        if self.recorder is not None:
+            path, self.recorder = self.recorder.finish(), None
+            if path:
+                print(f"deepvis: saved {path}")
+        self.capture.stop()
+        self.compute_thread.stop()
+        for thread in (self.capture, self.compute_thread):
+            if thread.is_alive():
+                thread.join(timeout=5.0)
+        self.tasks.shutdown()
+        self.source.close()
+        if self.window is not None:
+            self.window.close()
+
+
+def open_live(source_spec: str, config: Config, options: LiveOptions | None = None) -> LiveApp:
+    """Check the display, load the model, open the source: every user error is raised here."""
+    check_gui()  # before the model loads: a missing display is reported in a fraction of a second
+    torch.set_num_threads(max(1, config.live.torch_threads))
+    set_cv_threads(1)
+    model = model_from_config(config)
+    layer = chosen_layer(model, config.model.layer)
+    source = open_source(source_spec, loop=True)
+    try:
+        return LiveApp(source, model, config, layer, options)
+    except BaseException:
+        source.close()
+        raise
+
+
+def run_live(source_spec: str, config: Config, options: LiveOptions | None = None) -> LiveApp:
+    """Open everything, run until the user quits; returns the app (its stats)."""
+    app = open_live(source_spec, config, options)
+    app.run()
+    return app

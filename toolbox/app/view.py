@@ -1,0 +1,95 @@
+"""From (state, newest frame, newest result) to the window image, using the pure render functions.
+
+The expensive part (mosaic, zoom, predictions) is the *base*, rendered once per result and
+state (in the compute thread when it can, see ``LiveCompute.render``); each displayed frame
+then only pastes the newest input, the status line and the live marks onto a copy of it.
+
+Extensions add panes with ``pane_providers``: {"side" | "zoom": fn(result, state) -> image or None}
+(e.g. unit pictures from a background task, a saliency map from ``result.extras``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from toolbox.app.compute import LiveResult
+from toolbox.app.overlays import channel_over_input
+from toolbox.app.state import AppState, LayerShape
+from toolbox.config import Config, DisplayConfig
+from toolbox.render.layout import Rect, compose
+from toolbox.render.mosaic import normalise_activations
+from toolbox.render.panes import fit_image
+from toolbox.render.text import text_strip
+from toolbox.render.window import WindowContent, render_window
+
+PaneProvider = Callable[[LiveResult, AppState], "np.ndarray | None"]
+
+
+class LiveView:
+    def __init__(self, config: Config, layers: tuple[LayerShape, ...]):
+        self.layout = config.layout
+        self.display = config.display
+        self.layers = layers
+        self.pane_providers: dict[str, PaneProvider] = {}
+        self._colormap = config.display.colormap if config.display.colormap != "none" else "viridis"
+
+    @property
+    def panes(self) -> dict[str, Rect]:
+        return self.layout.panes
+
+    def display_config(self, state: AppState) -> DisplayConfig:
+        return dataclasses.replace(self.display, normalisation=state.normalisation,
+                                   colormap=self._colormap if state.colormap_on else "none")
+
+    def render_key(self, state: AppState) -> tuple:
+        """The state fields the base image depends on."""
+        return (state.layer, state.channel, state.zoom, state.normalisation, state.colormap_on, state.overlay,
+                state.mode, tuple(sorted(state.extras.items())))
+
+    def base(self, result: LiveResult, state: AppState) -> tuple[np.ndarray, tuple]:
+        """(window image without input/status, its render key). Pure: safe in the compute thread."""
+        layer = self.layers[state.layer].name
+        act = result.activations[layer]
+        display = self.display_config(state)
+        zoom = None
+        rect = self.panes.get("zoom")
+        if rect is not None and state.zoom == "overlay":
+            unit = normalise_activations(act, display.normalisation)[state.channel].numpy()
+            zoom = fit_image(channel_over_input(result.view, unit), rect.h, rect.w)
+        elif rect is not None and state.zoom == "input":
+            zoom = fit_image(result.view, rect.h, rect.w)
+        extra = {name: fn(result, state) for name, fn in self.pane_providers.items()}
+        if extra.get("zoom") is not None:
+            zoom = extra["zoom"]
+        content = WindowContent(result.view, act, min(state.channel, act.shape[0] - 1), result.predictions, "",
+                                side=extra.get("side"), zoom=zoom)
+        return render_window(content, self.layout, display), self.render_key(state)
+
+    def empty(self) -> np.ndarray:
+        """The window before the first result."""
+        return compose(self.layout.width, self.layout.height, self.panes, {})
+
+    def paste(self, image: np.ndarray, pane: str, content: np.ndarray) -> None:
+        rect = self.panes.get(pane)
+        if rect is None:
+            return
+        if content.shape[:2] != (rect.h, rect.w):
+            content = fit_image(content, rect.h, rect.w)
+        image[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] = content
+
+    def paste_status(self, image: np.ndarray, text: str) -> None:
+        rect = self.panes.get("status")
+        if rect is not None:
+            self.paste(image, "status", text_strip(text, rect.h, rect.w))
+
+    def status_text(self, source: str, model: str, state: AppState, result: LiveResult | None,
+                    rates: tuple[float, float, float], flags: list[str]) -> str:
+        shape = self.layers[state.layer]
+        act = "" if result is None else f" act {float(result.channel_means(shape.name)[state.channel]):.2f}"
+        mode = state.mode + "".join(f" {f}" for f in flags)
+        cap, net, disp = rates
+        return (f"{source} | {model} | layer {state.layer + 1}/{len(self.layers)} {shape.name} "
+                f"{shape.channels}x{shape.height}x{shape.width} | ch {state.channel}{act} | norm {state.normalisation}"
+                f" | fps cap {cap:.0f} net {net:.0f} disp {disp:.0f} | {mode}")
