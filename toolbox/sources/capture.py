@@ -12,8 +12,10 @@ from toolbox.sources.base import FrameSource
 from toolbox.sources.convert import to_bgr8
 from toolbox.sources.frame import Frame
 
-# OpenCV prints several lines to stderr for every missing camera; our own message is enough.
-os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+# OpenCV and FFmpeg print several lines to stderr for every missing camera or dropped stream;
+# our own one-line messages are enough. (toolbox/__init__.py sets the environment variables
+# before cv2 is first imported; this covers a cv2 imported earlier by the user's code.)
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 STREAM_TIMEOUT_MS = 2000  # a frozen stream otherwise blocks read() for 30 s
 
@@ -85,75 +87,29 @@ class VideoFileSource(FrameSource):
         self._cap.release()
 
 
-class CameraSource(FrameSource):
-    """A local camera by index (0 is the default webcam)."""
+class _LiveCapture(FrameSource):
+    """A device or stream that delivers frames in real time, numbered as they arrive.
+
+    Subclasses say how to open the capture; reading, reconnecting and closing are shared.
+    """
 
     live = True
 
-    def __init__(self, index: int):
-        self.index = index
-        self.name = f"camera {index}"
-        self._cap = cv2.VideoCapture(index)
-        if not self._cap.isOpened():
-            self._cap.release()
-            raise DeepvisError(
-                f"no camera at index {index}: connect a camera, try another index, "
-                "or use a video instead (e.g. 'deepvis live demo')"
-            )
-        self._count = 0
-        self._t0 = time.monotonic()
-
-    @property
-    def fps(self) -> float | None:
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
-        return fps if fps and fps > 0 else None
-
-    @property
-    def position(self) -> int:
-        return self._count
-
-    def read(self) -> Frame | None:
-        ok, image = self._cap.read()
-        if not ok:
-            return None
-        frame = Frame(to_bgr8(image), self._count, time.monotonic() - self._t0)
-        self._count += 1
-        return frame
-
-    def reconnect(self) -> bool:
-        self._cap.release()
-        self._cap = cv2.VideoCapture(self.index)
-        return self._cap.isOpened()
-
-    def close(self) -> None:
-        self._cap.release()
-
-
-class StreamSource(FrameSource):
-    """A network stream (http MJPEG camera, rtsp). Reads time out after 2 s instead of blocking."""
-
-    live = True
-
-    def __init__(self, url: str, check: bool = True):
-        self.url = url
-        self.name = url
+    def __init__(self, name: str):
+        self.name = name
         self._count = 0
         self._t0 = time.monotonic()
         self._cap = self._open()
-        if check and not self._cap.isOpened():
-            self._cap.release()
-            raise DeepvisError(f"cannot open stream {url}: check the URL and that the camera or server is up")
 
     def _open(self) -> cv2.VideoCapture:
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
-        return cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+        raise NotImplementedError
 
     @property
     def position(self) -> int:
         return self._count
 
     def read(self) -> Frame | None:
-        # isOpened() stays True after the server dies: failure shows only as read() == False.
+        # isOpened() stays True after a stream's server dies: failure shows only as read() == False.
         ok, image = self._cap.read() if self._cap.isOpened() else (False, None)
         if not ok:
             return None
@@ -168,3 +124,40 @@ class StreamSource(FrameSource):
 
     def close(self) -> None:
         self._cap.release()
+
+
+class CameraSource(_LiveCapture):
+    """A local camera by index (0 is the default webcam)."""
+
+    def __init__(self, index: int):
+        self.index = index
+        super().__init__(f"camera {index}")
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise DeepvisError(
+                f"no camera at index {index}: connect a camera, try another index, "
+                "or use a video instead (e.g. 'deepvis live demo')"
+            )
+
+    def _open(self) -> cv2.VideoCapture:
+        return cv2.VideoCapture(self.index)
+
+    @property
+    def fps(self) -> float | None:
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        return fps if fps and fps > 0 else None
+
+
+class StreamSource(_LiveCapture):
+    """A network stream (http MJPEG camera, rtsp). Reads time out after 2 s instead of blocking."""
+
+    def __init__(self, url: str, check: bool = True):
+        self.url = url
+        super().__init__(url)
+        if check and not self._cap.isOpened():
+            self._cap.release()
+            raise DeepvisError(f"cannot open stream {url}: check the URL and that the camera or server is up")
+
+    def _open(self) -> cv2.VideoCapture:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+        return cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from toolbox.errors import DeepvisError
 from toolbox.sources.base import FrameSource
@@ -15,7 +16,7 @@ from toolbox.sources.frame import Frame
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-def read_image(path: str | os.PathLike) -> "np.ndarray":  # noqa: F821
+def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 BGR, or raise a one-line DeepvisError."""
     path = Path(path)
     if not path.is_file():
