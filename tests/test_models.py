@@ -123,3 +123,26 @@ def test_channels_last_gives_the_same_logits(cat_bgr):
         a = plain.module(plain.input_tensor(plain.preprocess.model_view(cat_bgr)))
         b = fast.module(fast.input_tensor(fast.preprocess.model_view(cat_bgr)))
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_gated_capture_ignores_forwards_from_other_threads(lite0):
+    import threading
+
+    x = torch.zeros(1, 3, 64, 64)
+    with ActivationCapture(lite0.module, ["_blocks.2"], gated=True) as capture:
+        with torch.inference_mode():
+            lite0.module(x)  # outside recording(): ignored
+        assert capture.activations == {}
+        with capture.recording(), torch.inference_mode():
+            lite0.module(x)
+        mine = capture.activations["_blocks.2"].clone()
+
+        def background():
+            with torch.inference_mode():
+                lite0.module(torch.randn(1, 3, 64, 64))
+
+        with capture.recording():  # recording on this thread does not open the gate for others
+            worker = threading.Thread(target=background)
+            worker.start()
+            worker.join()
+        assert torch.equal(capture.activations["_blocks.2"], mine)

@@ -35,7 +35,7 @@ class FrameAnalyser:
     def __init__(self, model: LoadedModel, layers: list[str] | None = None):
         self.model = model
         self.layers = list(model.layers if layers is None else layers)
-        self._capture = ActivationCapture(model.module, self.layers)
+        self._capture = ActivationCapture(model.module, self.layers, gated=True)
 
     def __enter__(self) -> "FrameAnalyser":
         self._capture.__enter__()
@@ -47,7 +47,7 @@ class FrameAnalyser:
     def __call__(self, frame: Frame) -> FrameResult:
         start = time.perf_counter()
         view = self.model.preprocess.model_view(frame.image)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._capture.recording():
             logits = self.model.module(self.model.input_tensor(view))
         activations = {name: act[0] for name, act in self._capture.activations.items()}
         return FrameResult(frame, view, logits[0], activations, (time.perf_counter() - start) * 1000)

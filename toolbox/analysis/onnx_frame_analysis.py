@@ -33,33 +33,17 @@ class TorchFrameAnalyser(FrameAnalyser):
     def __init__(self, model: LoadedModel, layers: Sequence[str] | None = None, note: str = ""):
         super().__init__(model, None if layers is None else list(layers))
         self._note = note
-        self._inside = False
 
     @property
     def provider_label(self) -> str:
         """e.g. "torch CPU" or "torch CUDA"."""
         return f"torch {self.model.device.type.upper()}" + (f" ({self._note})" if self._note else "")
 
-    def __enter__(self) -> "TorchFrameAnalyser":
-        super().__enter__()
-        self._inside = True
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._inside = False
-        super().__exit__(*exc)
-
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) model input -> (N, num_classes) logits on the model's device, no gradients.
-        Capture hooks are lifted meanwhile, so a batch does not copy every layer's output."""
-        if self._inside:
-            self._capture.__exit__(None, None, None)
-        try:
-            with torch.inference_mode():
-                return self.model.module(self.model._layout(x.to(self.model.device)))
-        finally:
-            if self._inside:
-                self._capture.__enter__()
+        The capture is gated (it records only inside ``recording()``), so a batch copies no layer."""
+        with torch.inference_mode():
+            return self.model.module(self.model._layout(x.to(self.model.device)))
 
 
 class OnnxFrameAnalyser:

@@ -1,7 +1,9 @@
 """Activation capture: forward hooks that are always removed."""
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import threading
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -33,18 +35,35 @@ class ActivationCapture:
     ops later in the network (ReLU(inplace=True), residual ``+=``) cannot alter it.
     With ``keep_graph=True`` the stored tensors stay attached to autograd (for gradient views);
     otherwise they are detached.
+
+    With ``gated=True`` only forwards run inside ``recording()`` on the same thread are recorded,
+    so background work on the shared model (a dream, a unit image) cannot overwrite the frame's
+    activations.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], keep_graph: bool = False):
+    def __init__(self, model: nn.Module, layers: Sequence[str], keep_graph: bool = False, gated: bool = False):
         self.model = model
         self.layers = list(layers)
         self.keep_graph = keep_graph
+        self.gated = gated
         self.activations: dict[str, torch.Tensor] = {}
         self._modules = [resolve_module(model, name) for name in self.layers]
         self._handles: list = []
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record the forwards this thread runs inside the block (the gate of ``gated=True``)."""
+        self._local.on = True
+        try:
+            yield
+        finally:
+            self._local.on = False
 
     def _hook(self, name: str):
         def record(module, inputs, output):
+            if self.gated and not getattr(self._local, "on", False):
+                return
             tensor = _first_tensor(output)
             self.activations[name] = tensor.clone() if self.keep_graph else tensor.detach().clone()
 
