@@ -118,7 +118,13 @@ def test_capture_publishes_frames_and_seek_moves_the_position():
     try:
         assert wait_until(lambda: frames.get()[0] > 3)
         thread.set_controls(paused=True, frozen=False)
-        time.sleep(0.05)
+
+        def settled():  # the pause has taken effect: no new frame for a while (robust under load)
+            before = frames.get()[0]
+            time.sleep(0.05)
+            return frames.get()[0] == before
+
+        assert wait_until(settled)
         shown = frames.get()[1].frame.index
         thread.command("step_frames", 1)
         assert wait_until(lambda: frames.get()[1].frame.index == shown + 1)
