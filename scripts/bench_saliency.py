@@ -5,7 +5,7 @@ their ratio (reference / ours: above 1 means we are faster). Runs are interleave
 load hits both sides alike. Also the live loop's cost: one saliency_pass (forward with every
 visualisable layer captured + backward) per frame for gradient, guided and Grad-CAM, as fps.
 
-    python scripts/bench_saliency.py [--models lite0 resnet18] [--repeats 7] [--device cpu]
+    python scripts/bench_saliency.py [--models lite0 resnet18] [--repeats 7] [--device cpu] [--methods gradient gradcam]
 """
 from __future__ import annotations
 
@@ -83,13 +83,15 @@ def references(model, module, x, gradcam_layer):
     return refs
 
 
-def bench_model(name: str, repeats: int, device) -> dict:
+def bench_model(name: str, repeats: int, device, methods: list[str] | None = None) -> dict:
     model = load_model(name, weights=None if name == "lite0" else "none", device=device)
     module = model.module
     x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(device)
     gradcam_layer = model.layers[-1]
     rows = {}
     for method, refs in references(model, module, x, gradcam_layer).items():
+        if methods is not None and method not in methods:
+            continue
         options = EXPENSIVE.get(method, {})
         n = max(2, repeats // 3) if method in EXPENSIVE else repeats
         ours = lambda: saliency_map(model, x, method, TARGET, layer=gradcam_layer if "gradcam" in method else None, **options)
@@ -117,13 +119,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     warnings.filterwarnings("ignore")  # captum warns on every call about hooks and input requires_grad
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "threads": torch.get_num_threads(), "input": [1, 3, SIZE, SIZE],
-              "models": {name: bench_model(name, args.repeats, device) for name in args.models}}
+              "models": {name: bench_model(name, args.repeats, device, args.methods) for name in args.models}}
     print(json.dumps(report, indent=2))
 
 

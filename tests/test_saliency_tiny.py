@@ -2,14 +2,13 @@
 every method makes about the model it reads (never mutated, no hooks, no gradients left behind)."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolbox.analysis.saliency import METHODS, ClassTarget, UnitTarget, saliency_map, saliency_pass
+from toolbox.analysis.saliency import METHODS, UnitTarget, saliency_map, saliency_pass
 from toolbox.analysis.saliency.rectifiers import rectifier_rules
 from toolbox.models.capture import has_hooks
 
@@ -99,10 +98,11 @@ def test_every_method_leaves_model_and_input_untouched(trainable):
     before = _snapshot(model)
     x = X.clone()
     for method in METHODS:
-        options = {"steps": 4} if method == "integrated_gradients" else {"samples": 3} if method == "smoothgrad" else {}
+        options = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"noise": torch.zeros(3, 1, 2, 2)},
+                   "occlusion": {"window": 1, "stride": 1}}.get(method, {})
         layer = "conv" if METHODS[method].needs_layer else None
-        first = saliency_map(model, x, method, 0, layer=layer, **options | ({"noise": torch.zeros(3, 1, 2, 2)} if method == "smoothgrad" else {}))
-        second = saliency_map(model, x, method, 0, layer=layer, **options | ({"noise": torch.zeros(3, 1, 2, 2)} if method == "smoothgrad" else {}))
+        first = saliency_map(model, x, method, 0, layer=layer, **options)
+        second = saliency_map(model, x, method, 0, layer=layer, **options)
         torch.testing.assert_close(first, second, msg=f"{method} changed between calls")
     after = _snapshot(model)
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])

@@ -75,12 +75,41 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class UnitsConfig:
+    preset: Literal["lucid", "yosinski"]
+    size: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    preset: Literal["classic", "tf-tutorial"]
+    steps: Optional[int]
+    octaves: Optional[int]
+    max_side: int
+    live_steps: int
+    live_max_side: int
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    placement: Literal["overlay", "side"]
+    alpha: float
+    smooth_sigma: float
+    refresh_s: float
+    rise_masks: int
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig
     display: DisplayConfig
     layout: LayoutConfig
     analyze: AnalyzeConfig
     live: LiveConfig
+    units: UnitsConfig
+    dream: DreamConfig
+    saliency: SaliencyConfig
 
 
 def _type_name(tp) -> str:

@@ -12,9 +12,19 @@ Extension points for features that plug in later (saliency, DeepDream, unit pict
 - compute.LiveCompute.add_stage(name, fn, depends_on=(state fields,)): fn(result, state) runs in the
   compute thread after the forward; its value lands in LiveResult.extras[name]. ``forward`` can be
   replaced by a callable(frame) -> FrameResult (e.g. one that keeps the graph for gradients).
-- view.LiveView.pane_providers["zoom" | "side"] = fn(result, state) -> BGR image or None.
+- view.LiveView.pane_providers["zoom" | "side" | "mosaic"] = fn(result, state) -> BGR image or None;
+  view.LiveView.status_flags: fn(state) -> a word for the status line, or None.
+- compute.LiveCompute.forward_for: fn(frame, state) -> FrameResult | None, a forward that takes over
+  for some states (saliency: one forward + backward gives activations, map and layer gradient);
+  view.LiveView.input_holders: fn(state) -> True keeps the result's frame (with a heatmap) in the input pane.
 - live.LiveOptions.plugins: callables(app) run when the LiveApp is built, to install the above.
 - tasks.TaskRunner (LiveApp.tasks): start(name, fn(task), label) -> TaskHandle with progress,
   label, status, result, age(); task.report(fraction, label), task.cancelled(), task.check();
   Esc cancels running tasks; the window draws their progress bars in the side pane.
 """
+
+# Built-in extensions register their key actions on import, so that configs/keys.yaml may bind them
+# whichever module loads the key table first.
+from toolbox.app import units_plugin  # noqa: E402,F401
+from toolbox.app import dream_plugin  # noqa: E402,F401
+from toolbox.app import saliency_plugin  # noqa: E402,F401

@@ -5,7 +5,9 @@
     result = step(captured, state)        # result.extras["saliency"] = saliency_fn(result, state)
 
 The forward is itself replaceable (``step.forward = callable(frame) -> FrameResult``), e.g. by a
-forward that keeps the graph for gradient views. Stages run in the compute thread after the
+forward that keeps the graph for gradient views; ``step.forward_for`` holds extension forwards
+that take over for some states (fn(frame, state) -> FrameResult, or None to pass). The default
+forward comes from ``make_frame_analyser`` (torch or onnxruntime). Stages run in the compute thread after the
 forward; anything slower than a frame belongs in a background task (toolbox.app.tasks).
 """
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 import torch
 
 from toolbox.analysis.activations import Prediction, channel_means, top_predictions
-from toolbox.analysis.frame_analysis import FrameAnalyser, FrameResult
+from toolbox.analysis.frame_analysis import FrameResult
+from toolbox.analysis.onnx_frame_analysis import make_frame_analyser
 from toolbox.app.state import AppState
 from toolbox.app.threads import Captured
 from toolbox.models.registry import LoadedModel
@@ -46,6 +49,7 @@ class LiveResult:
     extras: dict[str, Any] = field(default_factory=dict)
     base: np.ndarray | None = None
     render_key: tuple | None = None
+    forward_output: FrameResult | None = None  # what the forward returned (an extension's may carry more)
     _means: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -71,13 +75,17 @@ class LiveCompute:
     needs no recompute), then the extension stages, then the optional ``render`` callback."""
 
     def __init__(self, model: LoadedModel, layers: list[str], top_k: int = 5,
-                 render: Callable[[LiveResult, AppState], tuple[np.ndarray, tuple]] | None = None):
+                 render: Callable[[LiveResult, AppState], tuple[np.ndarray, tuple]] | None = None,
+                 backend: str = "torch", providers: str = "auto", threads: int | None = None):
         self.model = model
         self.layers = layers
         self.top_k = top_k
         self.render = render
-        self.analyser = FrameAnalyser(model, layers)
+        self.analyser = make_frame_analyser(model, layers, backend, providers, threads=threads)
         self.forward: Callable[[Frame], FrameResult] = self.analyser
+        # Extension forwards for some states (e.g. one forward + backward for a saliency view), first
+        # non-None wins; they must give the same activations and logits as ``forward``.
+        self.forward_for: list[Callable[[Frame, AppState], FrameResult | None]] = []
         self._stages: list[tuple[str, Stage, tuple[str, ...]]] = []
 
     def __enter__(self) -> "LiveCompute":
@@ -86,6 +94,11 @@ class LiveCompute:
 
     def __exit__(self, *exc) -> None:
         self.analyser.__exit__(*exc)
+
+    @property
+    def provider_label(self) -> str:
+        """Where the default forward runs, e.g. "torch CPU", "onnx CPU" (for the status line)."""
+        return self.analyser.provider_label
 
     def add_stage(self, name: str, fn: Stage, depends_on: tuple[str, ...] = ()) -> None:
         """Run ``fn(result, state)`` after each forward; its value lands in ``result.extras[name]``.
@@ -99,10 +112,10 @@ class LiveCompute:
 
     def __call__(self, captured: Captured, state: AppState) -> LiveResult:
         frame = mirrored(captured.frame, state.mirror)
-        out = self.forward(frame)
+        out = next((o for fn in self.forward_for if (o := fn(frame, state)) is not None), None) or self.forward(frame)
         activations = {name: act.detach().float().cpu() for name, act in out.activations.items()}
         result = LiveResult(captured, state, out.view, top_predictions(out.logits, self.model.categories, self.top_k),
-                            activations, out.forward_ms, time.perf_counter())
+                            activations, out.forward_ms, time.perf_counter(), forward_output=out)
         for name, fn, _ in self._stages:
             result.extras[name] = fn(result, state)
         if self.render is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toolbox.analysis.onnx_frame_analysis import provider_choice
 from toolbox.app.compute import LiveCompute, LiveResult, mirrored
 from toolbox.app.keys import KeyTable, load_key_table
 from toolbox.app.overlays import help_overlay, hex_colour, mark_stale, no_signal, progress_bars
@@ -48,7 +49,16 @@ class LiveOptions:
     max_frames: int | None = None  # quit after this many displayed frames (benchmarks)
     # Extensions: each is called with the LiveApp at the end of its construction, to add compute
     # stages (app.compute.add_stage), panes (app.view.pane_providers) or start tasks (app.tasks).
-    plugins: list = field(default_factory=list)
+    plugins: list = field(default_factory=lambda: default_plugins())
+
+
+def default_plugins() -> list:
+    """The live features that ship with deepvis (their key actions are registered by toolbox.app)."""
+    from toolbox.app.dream_plugin import install_dream
+    from toolbox.app.saliency_plugin import install_saliency
+    from toolbox.app.units_plugin import install_units
+
+    return [install_units, install_dream, install_saliency]
 
 
 @dataclass
@@ -103,6 +113,7 @@ class LiveApp:
         self.state = self.initial
         self.view = LiveView(config, self.layers)
         self.tasks = TaskRunner()
+        self.view.version = lambda: self.tasks.version
         self.stale_colour = hex_colour(live.stale_colour)
         self.accent_colour = hex_colour(live.accent_colour)
         # threads and their mailboxes
@@ -110,7 +121,9 @@ class LiveApp:
         self.states: LatestSlot[AppState] = LatestSlot()
         self.results: LatestSlot[LiveResult] = LatestSlot()
         self.wake = threading.Event()
-        self.compute = LiveCompute(model, names, config.display.top_k, render=self.view.base)
+        self.compute = LiveCompute(model, names, config.display.top_k, render=self.view.base,
+                                   backend=config.model.backend, providers=provider_choice(config.model.device),
+                                   threads=live.torch_threads)
         self.capture = CaptureThread(source, self.frames, self.wake, paced=self.options.paced,
                                      backoff=(live.reconnect_min_s, live.reconnect_max_s))
         self.compute_thread = ComputeThread(self.compute, self.frames, self.states, self.results, self.wake)
@@ -193,6 +206,7 @@ class LiveApp:
                       "shape": [shape.channels, shape.height, shape.width]},
             "channel": self.state.channel,
             "state": {k: v for k, v in self.state.__dict__.items() if k != "extras"},
+            "status": self._status[0],
             "input_frame_index": None if captured is None else captured.frame.index,
             "time": None if captured is None else round(captured.frame.timestamp, 4),
         }
@@ -232,10 +246,10 @@ class LiveApp:
     def _base(self, result: LiveResult | None, res_seq: int) -> np.ndarray:
         if result is None:
             return self.view.empty()
-        key = self.view.render_key(self.state)
-        if result.base is not None and result.render_key == key and not self.view.pane_providers:
+        key = self.view.render_key(self.state)  # holds the tasks' version: pane providers read task results
+        if result.base is not None and result.render_key == key:
             return result.base
-        cache_key = (res_seq, key, self.tasks.version if self.view.pane_providers else 0)
+        cache_key = (res_seq, key)
         if self._base_cache is None or self._base_cache[0] != cache_key:
             self._base_cache = (cache_key, self.view.base(result, self.state)[0])
         return self._base_cache[1]
@@ -248,9 +262,7 @@ class LiveApp:
         return self._input_cache[1]
 
     def _flags(self) -> list[str]:
-        s, flags = self.state, []
-        if s.overlay != "none":
-            flags.append(s.overlay)
+        s, flags = self.state, []  # the overlay is described by its plugin's status flag
         for name, on in (("frozen", s.frozen), ("paused", s.paused), ("mirror", s.mirror), ("REC", s.recording)):
             if on:
                 flags.append(name)
@@ -270,7 +282,8 @@ class LiveApp:
         text, at = self._status
         if now - at >= STATUS_REFRESH_S or not text or self._status_inputs != self._current_status_inputs(result):
             rates = (self.capture.meter.rate(), self.compute_thread.meter.rate(), self.display_meter.rate())
-            text = self.view.status_text(self.source.name, self.model.name, self.state, result, rates, self._flags())
+            model = f"{self.model.name} ({self.compute.provider_label})"
+            text = self.view.status_text(self.source.name, model, self.state, result, rates, self._flags())
             self._status = (text, now)
             self._status_inputs = self._current_status_inputs(result)
         return text
@@ -291,7 +304,8 @@ class LiveApp:
         image = self._base(result, res_seq).copy()
         now = time.perf_counter()
         if captured is not None:
-            self.view.paste(image, "input", self._input_view(captured, cap_seq))
+            if result is None or not self.view.input_held(self.state):
+                self.view.paste(image, "input", self._input_view(captured, cap_seq))
             if result is not None:
                 lag = captured.captured_at - result.captured.captured_at
                 if lag * 1000 > self.config.live.stale_after_ms:

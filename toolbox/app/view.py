@@ -4,8 +4,11 @@ The expensive part (mosaic, zoom, predictions) is the *base*, rendered once per 
 state (in the compute thread when it can, see ``LiveCompute.render``); each displayed frame
 then only pastes the newest input, the status line and the live marks onto a copy of it.
 
-Extensions add panes with ``pane_providers``: {"side" | "zoom": fn(result, state) -> image or None}
-(e.g. unit pictures from a background task, a saliency map from ``result.extras``).
+Extensions add panes with ``pane_providers``: {"side" | "zoom" | "mosaic" | "input": fn(result, state)
+-> image or None} (e.g. unit pictures from a background task, a saliency map from ``result.extras``, the
+filter view in place of the activation mosaic), and words to the status line with ``status_flags``.
+The newest input is pasted over the input pane on every display unless an ``input_holders`` entry
+says the pane shows the result's own frame (e.g. a heatmap over the frame it explains).
 """
 from __future__ import annotations
 
@@ -33,6 +36,11 @@ class LiveView:
         self.display = config.display
         self.layers = layers
         self.pane_providers: dict[str, PaneProvider] = {}
+        self.status_flags: list[Callable[[AppState], "str | None"]] = []  # extension words after the mode
+        self.input_holders: list[Callable[[AppState], bool]] = []  # True: keep the base's input pane
+        # What the pane providers read besides the result and the state (the app: its tasks' version),
+        # so that a base rendered in the compute thread is reused on the draw thread while it is current.
+        self.version: Callable[[], int] = lambda: 0
         self._colormap = config.display.colormap if config.display.colormap != "none" else "viridis"
 
     @property
@@ -44,12 +52,13 @@ class LiveView:
                                    colormap=self._colormap if state.colormap_on else "none")
 
     def render_key(self, state: AppState) -> tuple:
-        """The state fields the base image depends on."""
+        """The state fields (and the providers' version) the base image depends on."""
         return (state.layer, state.channel, state.zoom, state.normalisation, state.colormap_on, state.overlay,
-                state.mode, tuple(sorted(state.extras.items())))
+                state.mode, tuple(sorted(state.extras.items())), self.version())
 
     def base(self, result: LiveResult, state: AppState) -> tuple[np.ndarray, tuple]:
         """(window image without input/status, its render key). Pure: safe in the compute thread."""
+        key = self.render_key(state)  # before the providers read: a change meanwhile makes it stale
         layer = self.layers[state.layer].name
         act = result.activations[layer]
         display = self.display_config(state)
@@ -65,7 +74,15 @@ class LiveView:
             zoom = extra["zoom"]
         content = WindowContent(result.view, act, min(state.channel, act.shape[0] - 1), result.predictions, "",
                                 side=extra.get("side"), zoom=zoom)
-        return render_window(content, self.layout, display), self.render_key(state)
+        image = render_window(content, self.layout, display)
+        for pane in ("mosaic", "input"):
+            if extra.get(pane) is not None:
+                self.paste(image, pane, extra[pane])
+        return image, key
+
+    def input_held(self, state: AppState) -> bool:
+        """The input pane shows the result's frame as the base drew it, not the newest input."""
+        return any(fn(state) for fn in self.input_holders)
 
     def empty(self) -> np.ndarray:
         """The window before the first result."""
@@ -88,6 +105,7 @@ class LiveView:
                     rates: tuple[float, float, float], flags: list[str]) -> str:
         shape = self.layers[state.layer]
         act = "" if result is None else f" act {float(result.channel_means(shape.name)[state.channel]):.2f}"
+        flags = [*(word for fn in self.status_flags if (word := fn(state))), *flags]
         mode = state.mode + "".join(f" {f}" for f in flags)
         cap, net, disp = rates
         return (f"{source} | {model} | layer {state.layer + 1}/{len(self.layers)} {shape.name} "

@@ -55,28 +55,28 @@ class RuleState:
 
 
 class _Rectify(torch.autograd.Function):
+    """clamp(x, 0, hi) whose backward follows ``state.rule``; each rule is one fused aten backward
+    (threshold_backward / hardtanh_backward) on the saved input, after max(g, 0) for guided and deconv."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, hi: float, state: RuleState) -> torch.Tensor:
-        positive = x > 0
-        below = x < hi if math.isfinite(hi) else None
-        ctx.state = state
-        ctx.save_for_backward(positive, *(() if below is None else (below,)))
-        return x.clamp(0, hi) if below is not None else x.clamp_min(0)
+    def forward(ctx, x: torch.Tensor, hi: float, state: RuleState, saved: torch.Tensor) -> torch.Tensor:
+        ctx.state, ctx.hi = state, hi
+        ctx.save_for_backward(saved)
+        return x.clamp(0, hi) if math.isfinite(hi) else x.clamp_min(0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        positive, *rest = ctx.saved_tensors
-        below = rest[0] if rest else None
-        rule = ctx.state.rule
+        (x,) = ctx.saved_tensors
+        rule, hi = ctx.state.rule, ctx.hi
         if rule != "plain":
             grad = grad.clamp_min(0)
         if rule == "deconv":
-            gate = below
+            grad = grad if not math.isfinite(hi) else torch.ops.aten.hardtanh_backward(grad, x, -math.inf, hi)
+        elif math.isfinite(hi):
+            grad = torch.ops.aten.hardtanh_backward(grad, x, 0.0, hi)  # gate 0 < x < hi
         else:
-            gate = positive if below is None else positive & below
-        if gate is not None:
-            grad = torch.where(gate, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-        return grad, None, None
+            grad = torch.ops.aten.threshold_backward(grad, x, 0.0)  # gate x > 0
+        return grad, None, None, None
 
 
 def _arg(args, kwargs, position: int, name: str, default):
@@ -112,8 +112,9 @@ class _RectifierMode(TorchFunctionMode):
             if not x.requires_grad:
                 return func(*args, **kwargs)
             self.state.calls += 1
-            y = _Rectify.apply(x, hi, self.state)
-            return x.copy_(y) if inplace else y
+            if inplace:  # x is overwritten below, so the backward keeps its own copy of the input
+                return x.copy_(_Rectify.apply(x, hi, self.state, x.detach().clone()))
+            return _Rectify.apply(x, hi, self.state, x.detach())
         if func in UNHANDLED_FUNCTIONS:
             self.state.unhandled.add(f"{func.__module__}.{func.__name__}")
         return func(*args, **kwargs)

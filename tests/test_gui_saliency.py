@@ -1,0 +1,60 @@
+"""End-to-end: the saliency key of `deepvis live demo` in a real window on a private Xvfb."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gui_harness import LiveApp, Xvfb, missing_tools, region
+from toolbox.config import load_config
+
+pytestmark = pytest.mark.gui
+
+PANES = load_config().layout.panes
+
+
+@pytest.fixture(scope="module")
+def xvfb():
+    missing = missing_tools()
+    if missing:
+        message = f"GUI tests need {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = Xvfb()
+    yield server
+    server.close()
+
+
+def saturation(pane: np.ndarray) -> float:
+    """Mean spread between the colour channels: 0 for grey, large for a jet heatmap."""
+    p = pane.astype(int)
+    return float(np.mean(p.max(axis=2) - p.min(axis=2)))
+
+
+def test_method_key_draws_a_heatmap_over_the_input_and_names_the_method_in_the_status(xvfb, tmp_path):
+    app = LiveApp(xvfb, ["demo", "--layer", "_blocks.10", "--out", str(tmp_path / "out")], tmp_path)
+    try:
+        app.wait_window()
+        app.wait_for(lambda: len(np.unique(region(app.capture(tmp_path / "s.png"), PANES["mosaic"]).reshape(-1, 3),
+                                           axis=0)) > 50, 60, 0.3, "the first activations")
+        app.key("space")  # freeze the input: only the key changes the picture
+        before = app.wait_idle(tmp_path)
+        app.key("g")  # saliency: off -> gradient
+        after = app.wait_for(lambda: (lambda shot: shot if np.abs(
+            region(shot, PANES["input"]).astype(int) - region(before, PANES["input"]).astype(int)).mean() > 10
+            else None)(app.capture(tmp_path / "g.png")), 20, 0.3, "the heatmap over the input")
+        assert saturation(region(after, PANES["input"])) > saturation(region(before, PANES["input"])) + 10
+        assert not np.array_equal(region(before, PANES["status"]), region(after, PANES["status"]))
+        app.key("s")
+        state = tmp_path / "out" / "snapshot-0000.json"
+        app.wait_for(state.exists, 15, what="the snapshot JSON")
+        info = json.loads(state.read_text())
+        assert info["state"]["overlay"] == "gradient"
+        assert "gradient of unit _blocks.10:0 (cursor)" in info["status"] and "torch CPU" in info["status"]
+        app.key("q")
+        assert app.process.wait(10) == 0, app.output()
+    finally:
+        app.stop()

@@ -1,0 +1,487 @@
+"""Saliency in the live window (issues 4 and 7): which pixels make the selected unit, or the top-1
+class, fire; and the gradient reaching each channel of the selected layer ("back diffs").
+
+Keys (configs/keys.yaml):
+
+    saliency_method      cycle ``AppState.overlay``: none -> gradient -> guided -> deconvnet -> Grad-CAM
+                         -> guided Grad-CAM -> gradient x input -> SmoothGrad -> integrated gradients
+                         -> occlusion -> RISE -> none
+    saliency_target      backprop origin: the unit under the cursor -> that unit, frozen (it stays while
+                         the cursor moves) -> the top-1 class -> the cursor again
+    saliency_placement   the heatmap over the input pane / alone in the side pane
+    saliency_back_diffs  the mosaic shows d target / d activation per channel instead of activations
+
+Threads: single-pass methods take over the frame's forward (``LiveCompute.forward_for``): one forward
+and one backward (``saliency_pass``) give the activations of every layer, the logits, the map and the
+layer gradient, so a gradient view costs no second forward. Expensive methods (``EXPENSIVE``) run in a
+background task on a hook-free copy of the model (onnxruntime's batch forward for an ONNX graph), one
+map after another with ``saliency.refresh_s`` between; the window shows the newest map and its age.
+Reducers stay pure; the pane providers and the status flag only read.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from toolbox.analysis.frame_analysis import FrameResult
+from toolbox.analysis.rise import rise_saliency
+from toolbox.analysis.saliency import LIVE_CYCLE, METHODS, saliency_map, saliency_pass
+from toolbox.analysis.saliency.perturbation import occlusion
+from toolbox.analysis.saliency.targets import ClassTarget, Target, UnitTarget
+from toolbox.app.compute import LiveCompute, LiveResult
+from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, Transition, register_action
+from toolbox.app.tasks import TaskContext, TaskRunner
+from toolbox.config import SaliencyConfig
+from toolbox.models.registry import LoadedModel
+from toolbox.render.colormap import colormap_image
+from toolbox.render.heatmap import HeatmapStyle, gradient_picture, render_heatmap
+from toolbox.render.mosaic import (BACKGROUND, SEPARATOR, MosaicGeometry, grid_levels, mosaic_geometry,
+                                   outline_tile, resize_tiles, to_levels)
+from toolbox.render.panes import blank_pane, fit_image
+from toolbox.render.text import fit_text, put_text
+from toolbox.sources.frame import Frame
+
+OFF = "none"  # AppState.overlay without a saliency map
+LIVE_METHODS = (*(m for m in LIVE_CYCLE if m is not None), "rise")  # the method key's order after "off"
+TITLES = {**{name: m.title for name, m in METHODS.items()}, "rise": "RISE"}
+EXPENSIVE = frozenset({*(name for name, m in METHODS.items() if m.expensive), "rise"})
+GRADIENT_FREE = frozenset({"occlusion", "rise"})  # a batch forward is all they need (onnxruntime too)
+SINGLE_PASS = frozenset(m for m in LIVE_METHODS if m not in EXPENSIVE)
+BACK_DIFFS_RULE = "gradient"  # the pass that feeds the back-diffs mosaic when no single-pass method is on
+
+TARGET = "saliency_target"  # extras: None (the cursor's unit) | ("unit", layer, channel) frozen | ("class",) top-1
+PLACEMENT = "saliency_placement"  # extras: "overlay" | "side"
+BACK_DIFFS = "saliency_back_diffs"  # extras: bool
+TASK = "saliency"  # background task name
+CAPTION_H = 22
+BACKGROUND_NICE = 5  # background maps take only the CPU that capture, compute and display leave
+
+
+# --- key actions (pure) ---------------------------------------------------------------------------
+
+def _with_extras(state: AppState, **changes) -> AppState:
+    return dataclasses.replace(state, extras={**state.extras, **changes})
+
+
+@register_action("saliency_method")
+def cycle_method(state: AppState, context: LiveContext) -> AppState:
+    order = (OFF, *LIVE_METHODS)
+    following = order[(order.index(state.overlay) + 1) % len(order)] if state.overlay in order else OFF
+    return dataclasses.replace(state, overlay=following)
+
+
+@register_action("saliency_target")
+def cycle_target(state: AppState, context: LiveContext) -> Transition:
+    current = state.extras.get(TARGET)
+    if current is None:
+        layer = context.layers[state.layer].name
+        new, text = ("unit", layer, state.channel), f"saliency target frozen: {layer} ch {state.channel}"
+    elif current[0] == "unit":
+        new, text = ("class",), "saliency target: the top-1 class"
+    else:
+        new, text = None, "saliency target follows the cursor"
+    return Transition(_with_extras(state, **{TARGET: new}), (Effect("message", text=text),))
+
+
+@register_action("saliency_placement")
+def toggle_placement(state: AppState, context: LiveContext) -> AppState:
+    return _with_extras(state, **{PLACEMENT: "overlay" if placement(state) == "side" else "side"})
+
+
+@register_action("saliency_back_diffs")
+def toggle_back_diffs(state: AppState, context: LiveContext) -> AppState:
+    return _with_extras(state, **{BACK_DIFFS: not state.extras.get(BACK_DIFFS, False)})
+
+
+def placement(state: AppState) -> str:
+    return str(state.extras.get(PLACEMENT) or "overlay")
+
+
+def target_of(state: AppState, layers: tuple[LayerShape, ...]) -> Target:
+    """The backprop origin the state asks for."""
+    spec = state.extras.get(TARGET)
+    if spec is None:
+        return UnitTarget(layers[state.layer].name, state.channel)
+    if spec[0] == "unit":
+        return UnitTarget(spec[1], int(spec[2]))
+    return ClassTarget()
+
+
+# --- pictures (pure) --------------------------------------------------------------------------------
+
+def back_diffs_mosaic(gradient: torch.Tensor, geometry: MosaicGeometry, normalisation: str = "channel",
+                      colormap: str = "none", selected: int | None = None) -> np.ndarray:
+    """(C, h, w) signed layer gradient -> (H', W', 3) uint8 BGR mosaic around mid-grey (zero), brighter
+    where raising the activation raises the target, as the Deep Visualization Toolbox draws back diffs.
+    Scaled by the largest |gradient| of each channel ("channel") or of the layer ("layer")."""
+    g = gradient.float()
+    scale = g.abs().amax(dim=(1, 2), keepdim=True) if normalisation == "channel" else g.abs().max()
+    unit = 0.5 + 0.5 * g / torch.where(scale > 0, scale, torch.ones_like(scale))
+    if geometry.tile_h >= g.shape[1]:  # enlarging repeats pixels: quantise first, repeat bytes
+        levels = resize_tiles(to_levels(unit)[None], geometry.tile_h, geometry.tile_w)[0]
+    else:
+        levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])
+    image = colormap_image(grid_levels(levels, geometry, SEPARATOR[0], BACKGROUND[0]).cpu().numpy(), colormap)
+    if colormap != "none":  # the table coloured the separators and empty cells too: restore them
+        grey = grid_levels(torch.ones_like(levels), geometry, 2, 3).cpu().numpy()
+        image[grey == 2], image[grey == 3] = SEPARATOR, BACKGROUND
+    if selected is not None:
+        outline_tile(image, geometry, selected)
+    return image
+
+
+def captioned(image: np.ndarray | None, height: int, width: int, caption: str) -> np.ndarray:
+    """(height, width, 3) uint8 BGR: ``image`` fitted to the pane under a one-line caption."""
+    pane = blank_pane(height, width) if image is None else fit_image(image, height, width,
+                                                                       interpolation=cv2.INTER_LINEAR)
+    pane[:CAPTION_H] = (pane[:CAPTION_H].astype(np.uint16) * 3 // 10).astype(np.uint8)
+    put_text(pane, fit_text(caption, width - 12, 0.45), (6, 15), 0.45)
+    return pane
+
+
+# --- the plugin ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LiveMap:
+    """One saliency map and what it explains. map: raw signed, as ``saliency_map`` returns it (CPU).
+    view: (S, S, 3) uint8 BGR model view it was computed on. layer_gradient: (C, h, w) at
+    ``gradient_layer`` (single-pass methods), else None. made_at: time.monotonic() when finished."""
+
+    method: str
+    map: torch.Tensor
+    view: np.ndarray
+    target: str
+    frame_index: int
+    made_at: float
+    layer_gradient: torch.Tensor | None = None
+    gradient_layer: str | None = None
+    key: tuple = ()  # (method, target, layer) it answers
+
+
+@dataclass
+class SaliencyFrame(FrameResult):
+    """A FrameResult from the saliency forward, with the map of the same pass."""
+
+    saliency: LiveMap | None = None
+
+
+def _lower_priority(nice: int = BACKGROUND_NICE) -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
+
+
+class LiveSaliency:
+    """The saliency forward, the background maps, and the panes that draw them.
+
+    compute: the app's LiveCompute (its analyser says whether gradients are possible and runs the
+    batch forward of an ONNX graph). side_size / mosaic_size / input_size: (h, w) of the panes.
+    """
+
+    def __init__(self, model: LoadedModel, layers: tuple[LayerShape, ...], compute: LiveCompute, tasks: TaskRunner,
+                 config: SaliencyConfig, side_size=None, mosaic_size=None, input_size=None, display=None):
+        self.model, self.layers, self.compute, self.tasks, self.config = model, layers, compute, tasks, config
+        self.side_size, self.mosaic_size, self.input_size = side_size, mosaic_size, input_size
+        self.display = display  # LiveView.display_config, for the mosaic's normalisation and colours
+        self.index = {s.name: i for i, s in enumerate(layers)}
+        # The saliency pass runs the torch module itself, whatever backend runs the plain frames.
+        self.supports_gradients = model.module is not None
+        self.unavailable = getattr(compute.analyser, "gradients_unavailable", "gradients need a torch model")
+        self.error = ""
+        self.class_label = ""  # the class the newest class-target map explains
+        self._lock = threading.Lock()
+        self._task_lock = threading.Lock()
+        self._local = threading.local()  # the task this thread computes a map for
+        self._task_model: LoadedModel | None = None
+        self._task_key: tuple | None = None  # (method, target, layer) of the newest background task
+        self._task_frame = None  # the Captured it started from
+        self.background: LiveMap | None = None  # the newest finished background map (kept while the next runs)
+
+    # what the state asks for ------------------------------------------------------------------------
+    def available(self, method: str) -> bool:
+        return method in GRADIENT_FREE or self.supports_gradients
+
+    def pass_method(self, state: AppState) -> str | None:
+        """The single-pass method the frame's forward runs, or None (plain forward)."""
+        if not self.supports_gradients:
+            return None
+        if state.overlay in SINGLE_PASS:
+            return state.overlay
+        return BACK_DIFFS_RULE if state.extras.get(BACK_DIFFS) else None
+
+    def target(self, state: AppState, method: str) -> Target:
+        """Unit targets need the torch graph (RISE explains classes only)."""
+        target = target_of(state, self.layers)
+        if isinstance(target, UnitTarget) and (self.model.module is None or method == "rise"):
+            return ClassTarget()
+        return target
+
+    def gradient_layer(self, state: AppState, target: Target, method: str) -> str | None:
+        """The selected layer, unless a frozen unit lies before it (nothing flows back there from
+        the unit): then none, or the unit's own layer for the Grad-CAM family."""
+        layer = self.layers[state.layer].name
+        if isinstance(target, UnitTarget) and self.index.get(target.layer, len(self.layers)) < state.layer:
+            return target.layer if METHODS[method].needs_layer else None
+        return layer
+
+    # compute thread -----------------------------------------------------------------------------------
+    def forward(self, frame: Frame, state: AppState) -> SaliencyFrame | None:
+        """One forward + one backward for the frame when a single-pass view is on, else None."""
+        method = self.pass_method(state)
+        if method is None:
+            return None
+        start = time.perf_counter()
+        view = self.model.preprocess.model_view(frame.image)
+        target = self.target(state, method)
+        layer = self.gradient_layer(state, target, method)
+        try:
+            out = saliency_pass(self.model, self.model.input_tensor(view), method, target, layer=layer,
+                                capture=self.compute.layers)
+            self.error = ""
+        except Exception as exc:  # noqa: BLE001 - a plain forward still shows the frame
+            self.error = f"{type(exc).__name__}: {exc}"
+            return None
+        self._note_class(target, out.class_index)
+        done = time.perf_counter()
+        saliency = LiveMap(method, out.map.detach().float().cpu(), view, self._describe(state, target), frame.index,
+                           time.monotonic(), None if out.layer_gradient is None else out.layer_gradient.float().cpu(),
+                           layer, (method, target, layer))
+        return SaliencyFrame(frame, view, out.logits, out.activations, (done - start) * 1000, saliency)
+
+    def stage(self, result: LiveResult, state: AppState) -> LiveMap | None:
+        """After each forward: the pass's map (result.extras["saliency"]); keeps the background map going."""
+        if state.overlay in EXPENSIVE and self.available(state.overlay):
+            try:
+                self._keep_background(result, state)
+                if self.pass_method(state) is None:  # else the frame's pass owns the error line
+                    self.error = ""
+            except Exception as exc:  # noqa: BLE001 - the frame's result must still be shown
+                self.error = f"{type(exc).__name__}: {exc}"
+        out = result.forward_output
+        return out.saliency if isinstance(out, SaliencyFrame) else None
+
+    def _keep_background(self, result: LiveResult, state: AppState) -> None:
+        method = state.overlay
+        target = self.target(state, method)
+        layer = self.gradient_layer(state, target, method) if METHODS.get(method) else None
+        key = (method, target, layer if isinstance(target, UnitTarget) else None)
+        handle = self.tasks.latest(TASK)
+        if handle is not None and self._task_key == key:
+            if handle.status != "done":  # running; or Esc / a failure stops the refresh until the choice changes
+                return
+            if (self._task_frame is result.captured  # a frozen input: the map is current
+                    or time.monotonic() - (handle.finished_at or 0) < self.config.refresh_s):
+                return
+        self._task_key, self._task_frame = key, result.captured
+        description = self._describe(state, target)
+        view, index = result.view, result.frame_index
+        self.tasks.start(TASK, lambda task: self._background_map(task, method, target, layer, view, index,
+                                                                 description, key),
+                         label=TITLES[method])
+
+    def _background_map(self, task: TaskContext, method: str, target: Target, layer: str | None,
+                        view: np.ndarray, frame_index: int, description: str, key: tuple) -> LiveMap:
+        _lower_priority()
+        # One map at a time: a superseded task stops at its next forward (the cancel check below),
+        # and the next one waits for it, so two never share the private model's hooks.
+        with self._task_lock:
+            self._local.task = task
+            try:
+                return self._make_map(task, method, target, layer, view, frame_index, description, key)
+            finally:
+                self._local.task = None
+
+    def _make_map(self, task: TaskContext, method: str, target: Target, layer: str | None,
+                  view: np.ndarray, frame_index: int, description: str, key: tuple) -> LiveMap:
+        task.check()
+        defaults = dict(METHODS[method].defaults) if method in METHODS else {}
+        if self.model.module is None:  # an ONNX graph: the analyser's batch forward (onnxruntime)
+            analyser = self.compute.analyser
+            forward = lambda batch: (task.check(), analyser.forward_logits(batch))[1]  # noqa: E731
+            x = self.model.preprocess.to_tensor(view, getattr(analyser, "device", "cpu"))
+        else:
+            model = self._model_for_tasks()
+            forward, x = model.module, model.input_tensor(view)
+        with torch.inference_mode(method in GRADIENT_FREE):
+            if method == "rise":
+                saliency = rise_saliency(forward, x, getattr(target, "index", None), count=self.config.rise_masks,
+                                         batch_size=32)
+            elif method == "occlusion" and self.model.module is None:
+                saliency = occlusion(forward, x, getattr(target, "index", None), **defaults)
+            else:
+                saliency = saliency_map(model, x, method, target, layer=layer)
+        if isinstance(target, ClassTarget) and target.index is None:
+            with torch.inference_mode():
+                self._note_class(target, torch.as_tensor(forward(x)[0].argmax()))
+        task.check()  # a superseded map is not shown
+        self.background = LiveMap(method, saliency.detach().float().cpu(), view, description, frame_index,
+                                  time.monotonic(), key=key)
+        return self.background
+
+    def _model_for_tasks(self) -> LoadedModel:
+        """A private copy without the live hooks: background forwards through the shared module would
+        run the frame pass's hooks (its layer taps) from another thread."""
+        with self._lock:
+            if self._task_model is None:
+                module = copy.deepcopy(self.model.module)
+                for m in module.modules():
+                    for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                                  "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs"):
+                        getattr(m, hooks, {}).clear()
+                # Every forward of a background map first checks its task: Esc, or a newer choice,
+                # stops SmoothGrad / integrated gradients / occlusion between batches.
+                module.register_forward_pre_hook(self._check_cancelled)
+                self._task_model = dataclasses.replace(self.model, module=module)
+            return self._task_model
+
+    def _check_cancelled(self, module, inputs) -> None:
+        task = getattr(self._local, "task", None)
+        if task is not None:
+            task.check()
+
+    def _note_class(self, target: Target, class_index) -> None:
+        if isinstance(target, ClassTarget) and class_index is not None:
+            index = int(class_index)
+            names = self.model.categories
+            self.class_label = names[index] if index < len(names) else f"class {index}"
+
+    def _describe(self, state: AppState, target: Target) -> str:
+        if isinstance(target, ClassTarget):
+            return "top-1 class"
+        how = "frozen" if state.extras.get(TARGET) is not None else "cursor"
+        return f"unit {target.layer}:{target.channel} ({how})"
+
+    # reading (any thread) -----------------------------------------------------------------------------
+    def current(self, result: LiveResult | None, state: AppState) -> LiveMap | None:
+        """The newest map of the chosen method: the frame's own, or the newest background one."""
+        method = state.overlay
+        if method == OFF or not self.available(method):
+            return None
+        if method in EXPENSIVE:
+            done = self.background  # the previous map stays up while the next one is computed
+            return done if done is not None and done.key[:2] == (method, self.target(state, method)) else None
+        live = None if result is None else result.extras.get("saliency")
+        return live if live is not None and live.method == method else None
+
+    def caption(self, saliency: LiveMap) -> str:
+        text = f"{TITLES[saliency.method]} of {saliency.target}"
+        if saliency.method in EXPENSIVE:
+            text += f", {time.monotonic() - saliency.made_at:.1f} s old"
+        return text
+
+    def style(self, state: AppState, where: str) -> HeatmapStyle:
+        return HeatmapStyle(placement=where, alpha=self.config.alpha, smooth_sigma=self.config.smooth_sigma)
+
+    def holds_input(self, state: AppState) -> bool:
+        return state.overlay != OFF and placement(state) == "overlay" and self.available(state.overlay)
+
+    def input_pane(self, result: LiveResult, state: AppState) -> np.ndarray | None:
+        """The heatmap over the frame it explains (placement "overlay"), else None."""
+        saliency = self.current(result, state) if self.holds_input(state) else None
+        if saliency is None or self.input_size is None:
+            return None
+        image = render_heatmap(saliency.map, saliency.view, self.style(state, "overlay"))
+        if saliency.method in EXPENSIVE:  # an older frame than the rest of the window: say how old
+            return captioned(image, *self.input_size, self.caption(saliency))
+        return fit_image(image, *self.input_size, interpolation=cv2.INTER_LINEAR)
+
+    def side_pane(self, result: LiveResult, state: AppState) -> np.ndarray | None:
+        """The map alone (placement "side"): signed colour picture for (3, H, W) maps, else a heatmap."""
+        if state.overlay == OFF or placement(state) != "side" or self.side_size is None:
+            return None
+        saliency = self.current(result, state)
+        if saliency is None:
+            reason = self.unavailable if not self.available(state.overlay) else "computing..."
+            return captioned(None, *self.side_size, f"{TITLES[state.overlay]}: {reason}")
+        if saliency.map.dim() == 3:
+            image = gradient_picture(saliency.map, size=saliency.view.shape[0])
+        else:
+            image = render_heatmap(saliency.map, saliency.view, self.style(state, "side"))
+        return captioned(image, *self.side_size, self.caption(saliency))
+
+    def mosaic_pane(self, result: LiveResult, state: AppState) -> np.ndarray | None:
+        """Back diffs: the selected layer's per-channel gradient in the activation mosaic's grid."""
+        if not state.extras.get(BACK_DIFFS) or self.mosaic_size is None:
+            return None
+        h, w = self.mosaic_size
+        if not self.supports_gradients:
+            return captioned(None, h, w, f"back diffs: {self.unavailable}")
+        saliency = None if result is None else result.extras.get("saliency")
+        layer = self.layers[state.layer]
+        if saliency is None or saliency.layer_gradient is None or saliency.gradient_layer != layer.name:
+            why = self.error or "the target unit is in an earlier layer: select its layer or one before"
+            return captioned(None, h, w, f"back diffs: {why}")
+        geometry = mosaic_geometry(layer.channels, layer.height, layer.width, h, w)
+        display = self.display(state) if self.display is not None else None
+        image = back_diffs_mosaic(saliency.layer_gradient, geometry,
+                                  display.normalisation if display else "channel",
+                                  display.colormap if display else "none", min(state.channel, layer.channels - 1))
+        return fit_image(image, h, w, enlarge=False)  # centred, as the activation mosaic
+
+    def status_flag(self, state: AppState) -> str | None:
+        """Method, target and age, or why the method is unavailable; 'back diffs'; errors."""
+        words = []
+        method = state.overlay
+        if method != OFF:
+            title = TITLES.get(method, method)
+            if not self.available(method):
+                words.append(f"{title} unavailable: {self.unavailable}")
+            else:
+                target = self.target(state, method)
+                text = f"{title} of {self._describe(state, target)}"
+                if isinstance(target, ClassTarget) and self.class_label:
+                    text += f" [{self.class_label}]"
+                if method in EXPENSIVE:
+                    saliency = self.current(None, state)
+                    handle = self.tasks.latest(TASK)
+                    if saliency is not None:
+                        text += f", map {time.monotonic() - saliency.made_at:.1f} s old"
+                    elif handle is not None and handle.status == "failed":
+                        text += f", failed: {handle.error}"
+                    else:
+                        text += ", computing"
+                words.append(text)
+        if state.extras.get(BACK_DIFFS):
+            words.append("back diffs")
+        if self.pass_method(state) and "torch" not in self.compute.provider_label:
+            words.append("(gradients via torch)")
+        if self.error:
+            words.append(f"saliency error: {self.error}")
+        return " ".join(words) or None
+
+
+def install_saliency(app) -> LiveSaliency:
+    """Plugin for ``LiveOptions.plugins``: the saliency forward and stage, the heatmap in the input or
+    side pane, the back-diffs mosaic, and the status words."""
+    placement_choice = app.config.saliency.placement
+    app.initial = _with_extras(app.initial, **{PLACEMENT: placement_choice})
+    app.state = _with_extras(app.state, **{PLACEMENT: placement_choice})
+    app.context = dataclasses.replace(app.context, initial=app.initial)
+    panes = app.view.panes
+    size = lambda name: (panes[name].h, panes[name].w) if name in panes else None  # noqa: E731
+    saliency = LiveSaliency(app.model, app.layers, app.compute, app.tasks, app.config.saliency,
+                            size("side"), size("mosaic"), size("input"), app.view.display_config)
+    app.saliency = saliency
+    app.compute.forward_for.append(saliency.forward)
+    app.compute.add_stage("saliency", saliency.stage, depends_on=("overlay", "layer", "channel", TARGET, BACK_DIFFS))
+    app.view.input_holders.append(saliency.holds_input)
+    app.view.pane_providers["input"] = saliency.input_pane
+    for name, provider in (("side", saliency.side_pane), ("mosaic", saliency.mosaic_pane)):
+        previous = app.view.pane_providers.get(name)  # the unit column, the filter or dream view
+
+        def chained(result, state, provider=provider, previous=previous):
+            pane = provider(result, state)
+            return previous(result, state) if pane is None and previous is not None else pane
+
+        app.view.pane_providers[name] = chained
+    app.view.status_flags.append(saliency.status_flag)
+    return saliency
