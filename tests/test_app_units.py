@@ -190,7 +190,7 @@ def test_precompute_makes_every_image_of_the_layer_starting_at_the_selected_chan
 
 
 def test_unit_images_in_the_background_leave_the_frames_activations_alone(lite0, shapes, frames, tmp_path):
-    """The live capture hooks record every forward on the shared model; the task uses its own copy."""
+    """The task runs on the shared model; the gated frame capture records only the frame pass."""
     units = make_units(lite0, shapes, tmp_path)
     step = LiveCompute(lite0, [s.name for s in shapes])
     with step:

@@ -46,6 +46,7 @@ class DisplayConfig:
 class LayoutConfig:
     width: int
     height: int
+    font_scale: float
     panes: dict[str, Rect]
 
 

@@ -14,13 +14,13 @@ Keys (configs/keys.yaml):
 Threads: reducers stay pure and only change ``AppState`` (a request counter, the view, the preset,
 the pinned layer, the mode). ``stage`` runs in the compute thread after each forward and acts on
 those changes: it starts the one-shot dream task and starts/stops the live-dream loop task. Both
-run in their own threads on a hook-free private copy of the model, each with its own
-``DreamEngine`` (engines are not thread-safe), and never block capture, compute or display. The
+run in their own threads on the shared model (the frame capture records only the compute thread's
+passes), each with its own ``DreamEngine`` (engines are not thread-safe), and never block capture,
+compute or display. The
 pane provider and the status flag run wherever the window is rendered and only read.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import threading
@@ -131,17 +131,6 @@ def shrunk(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
 
 
-def private_model(model: LoadedModel) -> LoadedModel:
-    """A copy of the model without the live capture hooks, which record every forward from any thread
-    (a dream forward through the shared module would overwrite the frame's activations)."""
-    module = copy.deepcopy(model.module)
-    for m in module.modules():
-        for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                      "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs"):
-            getattr(m, hooks, {}).clear()
-    return dataclasses.replace(model, module=module)
-
-
 def lower_priority(nice: int = BACKGROUND_NICE) -> None:
     """Lower the calling thread's CPU priority (best effort; a no-op where unsupported)."""
     try:
@@ -193,7 +182,6 @@ class LiveDream:
         self._seen_request = 0
         self._live_settings: tuple | None = None  # (settings, mirror) of the running loop
         self._lock = threading.Lock()
-        self._task_model: LoadedModel | None = None
         self._engines: dict[DreamSettings, DreamEngine] = {}  # idle engines; a running task holds its own
 
     # compute thread ---------------------------------------------------------------------------------
@@ -220,16 +208,10 @@ class LiveDream:
             self.error = f"{type(exc).__name__}: {exc}"
 
     # tasks --------------------------------------------------------------------------------------------
-    def _model(self) -> LoadedModel:
-        with self._lock:
-            if self._task_model is None:
-                self._task_model = private_model(self.model)
-            return self._task_model
-
     def _take_engine(self, settings: DreamSettings) -> DreamEngine:
         with self._lock:
             engine = self._engines.pop(settings, None)
-        return engine or DreamEngine(self._model(), settings)
+        return engine or DreamEngine(self.model, settings)
 
     def _give_engine(self, settings: DreamSettings, engine: DreamEngine) -> None:
         """Keep the engine of the latest settings for the next dream (a cut network per layer)."""
@@ -258,7 +240,7 @@ class LiveDream:
                 task.report(p.fraction)
 
         try:
-            result = dream(shot.source, self._model(), settings, progress=progress, cancel=task.cancelled,
+            result = dream(shot.source, self.model, settings, progress=progress, cancel=task.cancelled,
                            engine=engine)
         except Exception as exc:
             shot.error = f"{type(exc).__name__}: {exc}"
@@ -293,7 +275,7 @@ class LiveDream:
         """Dream each newest frame with ``config.live_steps`` steps until cancelled; skips frames it
         is too slow for, so capture and display keep their pace."""
         lower_priority()
-        dreamer = LiveDreamer(self._model(), live_settings(settings, steps=self.config.live_steps),
+        dreamer = LiveDreamer(self.model, live_settings(settings, steps=self.config.live_steps),
                               max_side=self.config.live_max_side)
         stop = lambda: task.cancelled() or not self.alive()  # noqa: E731
         done, last_seq, last_index = 0, 0, None

@@ -16,7 +16,6 @@ and acts on it once.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import threading
 import time
@@ -97,7 +96,6 @@ class LiveUnits:
         self._jobs: dict[str, tuple[str, frozenset[int]]] = {}  # task name -> (layer, channels) it makes
         self.error = ""  # the last failure of the stage (shown in the side pane's title)
         self._seen = {RESET: 0, PRECOMPUTE: 0}
-        self._task_model: LoadedModel | None = None
         self._filters: tuple[tuple, np.ndarray] | None = None
 
     # compute thread --------------------------------------------------------------------------------
@@ -175,7 +173,9 @@ class LiveUnits:
 
     def _compute(self, task: TaskContext, layer: str, channels: list[int]) -> int:
         """Task body: images of ``channels`` in batches, each batch cached and shown as it finishes."""
-        model = self._model_for_tasks()
+        # The shared model: the frame capture is gated to the compute thread, and unit_images
+        # ignores forwards from other threads, so the two never see each other's passes.
+        model = self.model
         done, total, last = 0, max(1, len(channels)), [0.0]
 
         def on_step(step: int, steps: int, size: int) -> None:
@@ -197,20 +197,6 @@ class LiveUnits:
             done += len(images)
             task.report(done / total)
         return done
-
-    def _model_for_tasks(self) -> LoadedModel:
-        """A private copy of the model for the optimisation: the live capture hooks on the shared
-        model record every forward from any thread, so a batch of unit images run through it would
-        overwrite the frame's activations."""
-        with self._lock:
-            if self._task_model is None:
-                module = copy.deepcopy(self.model.module)
-                for m in module.modules():
-                    for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                                  "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs"):
-                        getattr(m, hooks, {}).clear()
-                self._task_model = dataclasses.replace(self.model, module=module)
-            return self._task_model
 
     def pending(self, layer: str, channel: int) -> bool:
         """A running task is making this unit's image."""

@@ -99,7 +99,7 @@ class LiveView:
     def paste_status(self, image: np.ndarray, text: str) -> None:
         rect = self.panes.get("status")
         if rect is not None:
-            self.paste(image, "status", text_strip(text, rect.h, rect.w))
+            self.paste(image, "status", text_strip(text, rect.h, rect.w, scale=self.layout.font_scale))
 
     def status_text(self, source: str, model: str, state: AppState, result: LiveResult | None,
                     rates: tuple[float, float, float], flags: list[str]) -> str:

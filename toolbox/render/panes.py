@@ -56,7 +56,8 @@ def channel_zoom(unit_map: torch.Tensor, height: int, width: int, colormap: str 
     return fit_image(colormap_image(levels.cpu().numpy(), colormap), height, width, background=BACKGROUND)
 
 
-def predictions_pane(predictions: list[tuple[str, float]], height: int, width: int) -> np.ndarray:
+def predictions_pane(predictions: list[tuple[str, float]], height: int, width: int,
+                     font_scale: float = 0.45) -> np.ndarray:
     """Top-k labels with probability bars, best first; bar colour goes grey -> green with probability."""
     pane = blank_pane(height, width)
     rows = max(1, len(predictions))
@@ -66,5 +67,6 @@ def predictions_pane(predictions: list[tuple[str, float]], height: int, width: i
         bar_w = int(round((width - 12) * float(prob)))
         g = int(120 + 135 * prob)
         cv2.rectangle(pane, (6, y + row_h - 12), (6 + bar_w, y + row_h - 4), (60, g, 60), -1)
-        put_text(pane, fit_text(f"{prob * 100:5.1f}% {label}", width - 12), (6, y + row_h - 16), 0.45)
+        text = fit_text(f"{prob * 100:5.1f}% {label}", width - 12, font_scale)
+        put_text(pane, text, (6, y + row_h - 16), font_scale)
     return pane

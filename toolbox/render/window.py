@@ -60,10 +60,11 @@ def render_window(content: WindowContent, layout: LayoutConfig, display: Display
             images["zoom"] = channel_zoom(unit, panes["zoom"].h, panes["zoom"].w, display.colormap)
     if "predictions" in panes:
         rect = panes["predictions"]
-        images["predictions"] = predictions_pane([(p.label, p.probability) for p in content.predictions], rect.h, rect.w)
+        images["predictions"] = predictions_pane([(p.label, p.probability) for p in content.predictions],
+                                                 rect.h, rect.w, layout.font_scale)
     if "status" in panes:
         rect = panes["status"]
-        images["status"] = text_strip(content.status, rect.h, rect.w)
+        images["status"] = text_strip(content.status, rect.h, rect.w, scale=layout.font_scale)
     if content.side is not None:
         images["side"] = content.side
     return compose(layout.width, layout.height, panes, images)
