@@ -1,6 +1,9 @@
 """Shared fixtures. Models are loaded once per test session (they are read-only: eval, frozen)."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import skimage.data
@@ -9,6 +12,10 @@ import torch
 from toolbox.models import load_model
 
 torch.set_num_threads(2)
+
+# Caches (ONNX exports, unit images, backend choice) go to a fresh folder per test run, never to the
+# user's ~/.cache; subprocesses (the live app under Xvfb) inherit it.
+os.environ["DEEPVIS_CACHE"] = tempfile.mkdtemp(prefix="deepvis-test-cache-")
 
 
 @pytest.fixture(scope="session")

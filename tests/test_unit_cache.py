@@ -70,6 +70,6 @@ def test_cancelled_run_returns_what_is_done_and_stores_nothing_half(lite0, tmp_p
 
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPVIS_CACHE", str(tmp_path / "c"))
-    assert default_cache_root() == tmp_path / "c"
+    assert default_cache_root() == tmp_path / "c" / "units"
     monkeypatch.delenv("DEEPVIS_CACHE")
     assert default_cache_root().parts[-3:] == (".cache", "deepvis", "units")

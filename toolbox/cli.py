@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("units", help="precompute each channel's synthetic image (activation maximisation) into the cache")
     _add_model_options(p)
     p.add_argument("--channels", help="slice like 0:64 or list like 3,5,9 (default: every channel)")
-    p.add_argument("--out", help="cache folder (default: $DEEPVIS_CACHE or ~/.cache/deepvis/units)")
+    p.add_argument("--out", help="cache folder (default: $DEEPVIS_CACHE/units or ~/.cache/deepvis/units)")
     p.add_argument("--preset", default="lucid", choices=("lucid", "yosinski"), help="regularisation school")
     p.add_argument("--steps", type=int, help="optimisation steps (preset default 128)")
     p.add_argument("--size", type=int, help="image side in pixels (preset default 128)")

@@ -20,14 +20,15 @@ from toolbox.analysis.unitvis import (DEFAULT_PRESET, PRESETS, Cancelled, UnitVi
                                       unit_images)
 from toolbox.analysis.unitvis.optimise import CancelSignal, _is_cancelled
 from toolbox.atomic import write_image, write_json
+from toolbox.cache import cache_root
 from toolbox.models.registry import LoadedModel
 
 DEFAULT_BATCH = 32  # channels optimised together; bounds memory (lite0 at 128 px: a few hundred MB)
 
 
 def default_cache_root() -> Path:
-    env = os.environ.get("DEEPVIS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepvis" / "units"
+    """<deepvis cache>/units ($DEEPVIS_CACHE/units, else ~/.cache/deepvis/units)."""
+    return cache_root() / "units"
 
 
 class UnitCache:

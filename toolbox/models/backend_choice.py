@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from toolbox.atomic import write_json
-from toolbox.models.onnx_export import cache_root
+from toolbox.cache import cache_root
 
 CACHE_FILE = "backend_choice.json"
 

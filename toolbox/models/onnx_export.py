@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from toolbox.atomic import atomic_path
+from toolbox.cache import cache_root
 from toolbox.errors import DeepvisError
 from toolbox.models.capture import resolve_module
 
@@ -27,12 +27,6 @@ LOGITS_NAME = "logits"
 EXPORTERS = ("dynamo", "legacy")
 OPSET = 18
 MISSING_PACKAGES = "ONNX export needs the packages onnx and onnxscript: pip install 'deepvis[onnx]'"
-
-
-def cache_root() -> Path:
-    """deepvis's cache folder: $DEEPVIS_CACHE, else ~/.cache/deepvis."""
-    env = os.environ.get("DEEPVIS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "deepvis"
 
 
 def cache_dir() -> Path:
