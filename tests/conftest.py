@@ -46,3 +46,20 @@ def random_model():
         return cache[name]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def xvfb():
+    """A private X server for the GUI tests of one module. Skipped, with the reason, where Xvfb,
+    xdotool or ImageMagick are missing; a failure in CI, which must run them."""
+    from gui_harness import Xvfb, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        message = f"GUI tests need {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = Xvfb()
+    yield server
+    server.close()

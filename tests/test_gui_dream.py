@@ -6,14 +6,13 @@ seconds on a CPU, long enough to cancel with Esc, short enough to wait for.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import cv2
 import numpy as np
 import pytest
 
-from gui_harness import LiveApp, Xvfb, missing_tools, region
+from gui_harness import LiveApp, region
 from toolbox.app.overlays import hex_colour
 from toolbox.config import load_config
 from toolbox.render.panes import fit_image
@@ -24,19 +23,6 @@ CONFIG = load_config()
 PANES = CONFIG.layout.panes
 ACCENT = hex_colour(CONFIG.live.accent_colour)  # the task progress bars' fill
 CAPTION = 40  # rows at the top of the dream pane that carry its caption
-
-
-@pytest.fixture(scope="module")
-def xvfb():
-    missing = missing_tools()
-    if missing:
-        message = f"GUI tests need {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = Xvfb()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import threading
 import time
 
@@ -15,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gui_harness import LiveApp, Xvfb, missing_tools, region
+from gui_harness import LiveApp, region
 from toolbox.config import load_config
 from toolbox.render.mosaic import SEPARATOR, mosaic_geometry
 
@@ -23,19 +22,6 @@ pytestmark = pytest.mark.gui
 
 LAYOUT = load_config().layout
 PANES = LAYOUT.panes
-
-
-@pytest.fixture(scope="module")
-def xvfb():
-    missing = missing_tools()
-    if missing:
-        message = f"GUI tests need {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = Xvfb()
-    yield server
-    server.close()
 
 
 def separator_columns(mosaic: np.ndarray) -> int:

@@ -2,30 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
-from gui_harness import LiveApp, Xvfb, missing_tools, region
+from gui_harness import LiveApp, region
 from toolbox.config import load_config
 
 pytestmark = pytest.mark.gui
 
 PANES = load_config().layout.panes
-
-
-@pytest.fixture(scope="module")
-def xvfb():
-    missing = missing_tools()
-    if missing:
-        message = f"GUI tests need {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = Xvfb()
-    yield server
-    server.close()
 
 
 def saturation(pane: np.ndarray) -> float:

@@ -5,12 +5,11 @@ Unit images go to a temporary cache at a tiny size, so the background work stays
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
-from gui_harness import LiveApp, Xvfb, missing_tools, region
+from gui_harness import LiveApp, region
 from toolbox.config import load_config
 from toolbox.render.filters import filters_view, layer_conv_weight
 from toolbox.render.panes import fit_image
@@ -19,19 +18,6 @@ from toolbox.render.unit_column import EMPTY, SEP
 pytestmark = pytest.mark.gui
 
 PANES = load_config().layout.panes
-
-
-@pytest.fixture(scope="module")
-def xvfb():
-    missing = missing_tools()
-    if missing:
-        message = f"GUI tests need {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    server = Xvfb()
-    yield server
-    server.close()
 
 
 def colourful(pane: np.ndarray) -> float:

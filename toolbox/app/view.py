@@ -73,11 +73,10 @@ class LiveView:
         if extra.get("zoom") is not None:
             zoom = extra["zoom"]
         content = WindowContent(result.view, act, min(state.channel, act.shape[0] - 1), result.predictions, "",
-                                side=extra.get("side"), zoom=zoom)
+                                side=extra.get("side"), zoom=zoom, mosaic=self.fitted(extra.get("mosaic"), "mosaic"))
         image = render_window(content, self.layout, display)
-        for pane in ("mosaic", "input"):
-            if extra.get(pane) is not None:
-                self.paste(image, pane, extra[pane])
+        if extra.get("input") is not None:
+            self.paste(image, "input", extra["input"])
         return image, key
 
     def input_held(self, state: AppState) -> bool:
@@ -88,12 +87,18 @@ class LiveView:
         """The window before the first result."""
         return compose(self.layout.width, self.layout.height, self.panes, {})
 
+    def fitted(self, content: np.ndarray | None, pane: str) -> np.ndarray | None:
+        """``content`` scaled to fill its pane (keeping its aspect), or None."""
+        rect = self.panes.get(pane)
+        if content is None or rect is None or content.shape[:2] == (rect.h, rect.w):
+            return content
+        return fit_image(content, rect.h, rect.w)
+
     def paste(self, image: np.ndarray, pane: str, content: np.ndarray) -> None:
         rect = self.panes.get(pane)
         if rect is None:
             return
-        if content.shape[:2] != (rect.h, rect.w):
-            content = fit_image(content, rect.h, rect.w)
+        content = self.fitted(content, pane)
         image[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] = content
 
     def paste_status(self, image: np.ndarray, text: str) -> None:

@@ -39,6 +39,7 @@ class WindowContent:
     status: str
     side: np.ndarray | None = None
     zoom: np.ndarray | None = None  # replaces the channel zoom when given (e.g. a saliency map)
+    mosaic: np.ndarray | None = None  # replaces the activation mosaic when given (e.g. filters, a dream)
 
 
 def render_window(content: WindowContent, layout: LayoutConfig, display: DisplayConfig) -> np.ndarray:
@@ -49,7 +50,9 @@ def render_window(content: WindowContent, layout: LayoutConfig, display: Display
         rect = panes["input"]
         images["input"] = fit_image(content.view, rect.h, rect.w, interpolation=cv2.INTER_LINEAR)
     act = content.activation
-    if "mosaic" in panes:
+    if "mosaic" in panes and content.mosaic is not None:
+        images["mosaic"] = content.mosaic
+    elif "mosaic" in panes:
         geometry = activation_geometry(act, layout)
         images["mosaic"] = channel_mosaic(act, geometry, display.normalisation, display.colormap, content.channel)
     if "zoom" in panes:
