@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolbox.render.panes import blank_pane, fit_image
+from toolbox.render.panes import blank_pane, paste_centred, scale_to_fit
 
 WINDOW_BACKGROUND = (18, 18, 18)
 
@@ -36,7 +36,6 @@ def compose(width: int, height: int, rects: dict[str, Rect], images: dict[str, n
         image = images.get(name)
         if image is None:
             continue
-        if image.shape[:2] != (rect.h, rect.w):
-            image = fit_image(image, rect.h, rect.w, enlarge=False)
-        canvas[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w] = image
+        region = canvas[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w]
+        paste_centred(region, scale_to_fit(image, rect.h, rect.w, enlarge=False))
     return canvas

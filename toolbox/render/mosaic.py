@@ -113,7 +113,9 @@ def resize_tiles(maps: torch.Tensor, tile_h: int, tile_w: int) -> torch.Tensor:
     if (h, w) == (tile_h, tile_w):
         return maps
     if tile_h >= h and tile_w >= w and tile_h % h == 0 and tile_w % w == 0:
-        return maps.repeat_interleave(tile_h // h, dim=-2).repeat_interleave(tile_w // w, dim=-1)
+        sy, sx = tile_h // h, tile_w // w  # one copy: broadcast each pixel to an sy x sx block
+        blocks = maps[..., :, None, :, None].expand(*maps.shape[:-2], h, sy, w, sx)
+        return blocks.reshape(*maps.shape[:-2], tile_h, tile_w)
     mode = "area" if tile_h <= h and tile_w <= w else "nearest"
     return F.interpolate(maps, size=(tile_h, tile_w), mode=mode)
 

@@ -23,13 +23,16 @@ def _blank(height: int, width: int, colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def blank_pane(height: int, width: int, colour=PANE_BACKGROUND) -> np.ndarray:
-    """A new (height, width, 3) uint8 image of one colour (copied from a cached template: fast)."""
-    return _blank(height, width, tuple(colour)).copy()
+    """A new (height, width, 3) uint8 image of one colour (a memset for greys, else a cached copy)."""
+    b, g, r = colour
+    if b == g == r:
+        return np.full((height, width, 3), b, np.uint8)
+    return _blank(height, width, (b, g, r)).copy()
 
 
-def fit_image(image: np.ndarray, height: int, width: int, interpolation=cv2.INTER_NEAREST,
-              background=PANE_BACKGROUND, enlarge: bool = True) -> np.ndarray:
-    """Scale ``image`` to fit (height, width) keeping its aspect; centre it on a background.
+def scale_to_fit(image: np.ndarray, height: int, width: int, interpolation=cv2.INTER_NEAREST,
+                 enlarge: bool = True) -> np.ndarray:
+    """``image`` resized to fit inside (height, width) keeping its aspect, as (h, w, 3) uint8.
     With ``enlarge=False`` an image that already fits keeps its size (pixel-exact)."""
     h, w = image.shape[:2]
     scale = min(height / h, width / w)
@@ -42,10 +45,27 @@ def fit_image(image: np.ndarray, height: int, width: int, interpolation=cv2.INTE
         image = cv2.resize(image, (nw, nh), interpolation=interpolation)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    pane = blank_pane(height, width, background)
+    return image
+
+
+def paste_centred(target: np.ndarray, image: np.ndarray, background=PANE_BACKGROUND) -> np.ndarray:
+    """Fill ``target`` (a pane or a view of one) with ``background`` and put ``image`` in its centre."""
+    height, width = target.shape[:2]
+    nh, nw = image.shape[:2]
     y, x = (height - nh) // 2, (width - nw) // 2
-    pane[y : y + nh, x : x + nw] = image
-    return pane
+    if (nh, nw) != (height, width):
+        b, g, r = background
+        target[:] = b if b == g == r else background
+    target[y : y + nh, x : x + nw] = image
+    return target
+
+
+def fit_image(image: np.ndarray, height: int, width: int, interpolation=cv2.INTER_NEAREST,
+              background=PANE_BACKGROUND, enlarge: bool = True) -> np.ndarray:
+    """Scale ``image`` to fit (height, width) keeping its aspect; centre it on a background.
+    With ``enlarge=False`` an image that already fits keeps its size (pixel-exact)."""
+    pane = np.empty((height, width, 3), np.uint8)
+    return paste_centred(pane, scale_to_fit(image, height, width, interpolation, enlarge), background)
 
 
 def channel_zoom(unit_map: torch.Tensor, height: int, width: int, colormap: str = "none") -> np.ndarray:
