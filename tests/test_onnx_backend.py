@@ -18,15 +18,6 @@ from toolbox.sources.frame import Frame
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def deepvis_cache(tmp_path_factory):
-    """The session-wide cache folder that test_onnx_export also uses (lite0's export is shared)."""
-    path = tmp_path_factory.getbasetemp() / "deepvis-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEEPVIS_CACHE", str(path))
-        yield path
-
-
 def test_onnx_frame_analyser_gives_the_torch_frame_result(lite0, cat_bgr):
     frame = Frame(cat_bgr, 3, 0.1)
     with make_frame_analyser(lite0, None, "torch") as analyser:

@@ -19,15 +19,6 @@ from toolbox.models.registry import LoadedModel
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def deepvis_cache(tmp_path_factory):
-    """One cache folder for the whole test session, so test modules share exported graphs."""
-    path = tmp_path_factory.getbasetemp() / "deepvis-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEEPVIS_CACHE", str(path))
-        yield path
-
-
 @pytest.fixture(scope="module", params=["lite0", "resnet18"])
 def exported(request, lite0, random_model):
     model = lite0 if request.param == "lite0" else random_model("resnet18")
