@@ -22,7 +22,7 @@ from toolbox.app.overlays import channel_over_input
 from toolbox.app.state import AppState, LayerShape
 from toolbox.config import Config, DisplayConfig
 from toolbox.render.layout import Rect, compose
-from toolbox.render.mosaic import normalise_activations
+from toolbox.render.mosaic import normalised_channel
 from toolbox.render.panes import fit_image
 from toolbox.render.text import text_strip
 from toolbox.render.window import WindowContent, render_window
@@ -65,7 +65,7 @@ class LiveView:
         zoom = None
         rect = self.panes.get("zoom")
         if rect is not None and state.zoom == "overlay":
-            unit = normalise_activations(act, display.normalisation)[state.channel].numpy()
+            unit = normalised_channel(act, state.channel, display.normalisation).numpy()
             zoom = fit_image(channel_over_input(result.view, unit), rect.h, rect.w)
         elif rect is not None and state.zoom == "input":
             zoom = fit_image(result.view, rect.h, rect.w)
