@@ -113,7 +113,7 @@ def test_rate_meter_counts_events_in_its_window_and_falls_to_zero():
 
 
 def test_capture_publishes_frames_and_seek_moves_the_position():
-    source = FakeVideo()
+    source = FakeVideo(n=100_000)  # long enough that the seeks below never reach the end and clamp
     thread, frames = start_capture(source)
     try:
         assert wait_until(lambda: frames.get()[0] > 3)
