@@ -27,6 +27,7 @@ from toolbox.analysis.dream import DreamEngine, LiveDreamer, default_layers, dre
 from toolbox.analysis.dream.core import bgr_to_rgb01
 from toolbox.analysis.dream.octaves import resize, resize_sizes
 from toolbox.models import load_model
+from toolbox.runtime import keep_freed_memory, memory_mode
 from toolbox.models.registry import resolve_device
 
 
@@ -154,7 +155,8 @@ def bench_levers(model, size, layers, device, repeats=3):
     rgb = torch.rand(1, 3, *size, device=device)
     settings = preset("classic").with_layers(layers)
     variants = {
-        "folded_channels_last": {},
+        "folded_fused_channels_last": {},
+        "folded_channels_last": {"fuse": False},
         "folded_contiguous": {"channels_last": False},
         "unfolded_channels_last": {"fold_bn": False},
         "hooks_unfolded_channels_last": {"cut": "hooks"},
@@ -182,6 +184,7 @@ def main() -> None:
     parser.add_argument("--compile", default="none", choices=("none", "compile", "cudagraph"),
                         help="torch.compile the cut network (CUDA; fixed tile shapes)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the deepvis command does; DEEPVIS_MALLOC=system measures without
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -193,6 +196,7 @@ def main() -> None:
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
+        "malloc": memory_mode(),
         "model": model.name,
         "tf_layers": list(tf_layers),
         "classic_layers": list(classic_layers),

@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from toolbox.runtime import keep_freed_memory
 from toolbox.app.live import LiveOptions, open_live
 from toolbox.config import load_config
 
@@ -85,6 +86,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads to try")
     parser.add_argument("--fast", action="store_true", help="also run unpaced (file as fast as compute allows)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the deepvis command does; DEEPVIS_MALLOC=system measures without
     xvfb = start_xvfb() if not os.environ.get("DISPLAY") else None
     try:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

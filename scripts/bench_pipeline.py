@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from toolbox.runtime import keep_freed_memory
 from toolbox.config import load_config
 from toolbox.analysis.activations import top_predictions
 from toolbox.models import ActivationCapture, load_model
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    keep_freed_memory()  # as the deepvis command does; DEEPVIS_MALLOC=system measures without
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     results = []

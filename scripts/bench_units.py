@@ -18,6 +18,7 @@ import torch
 from toolbox.analysis.unitvis import DEFAULT_PRESET, preset, unit_images
 from toolbox.jobs.common import default_layer
 from toolbox.models import load_model
+from toolbox.runtime import keep_freed_memory, memory_mode
 
 
 def _timed(fn) -> float:
@@ -61,9 +62,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="optimisation steps to time (default: the preset's)")
     parser.add_argument("--batch", type=int, default=64, help="channels per batch in the batched run")
     args = parser.parse_args()
+    keep_freed_memory()  # as the deepvis command does; DEEPVIS_MALLOC=system measures without
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = [bench(d, args.layer, args.channels, args.steps, args.batch) for d in devices]
-    print(json.dumps({"preset": DEFAULT_PRESET, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    print(json.dumps({"preset": DEFAULT_PRESET, "torch": torch.__version__, "malloc": memory_mode(),
+                      "threads": torch.get_num_threads(),
                       "machine": platform.processor() or platform.machine(), "results": results}, indent=2))
 
 

@@ -7,6 +7,7 @@ import sys
 
 from toolbox import __version__
 from toolbox.errors import DeepvisError
+from toolbox.runtime import keep_freed_memory
 
 EXIT_USER_ERROR = 2
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # before the first large tensor (toolbox.runtime)
     try:
         return args.run(args)
     except DeepvisError as error:

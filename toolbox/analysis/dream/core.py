@@ -93,7 +93,7 @@ class DreamEngine:
     """
 
     def __init__(self, model: LoadedModel, settings: DreamSettings, channels_last: bool | None = None,
-                 cut: str = "auto", fold_bn: bool = True):
+                 cut: str = "auto", fold_bn: bool = True, fuse: bool = True):
         if not settings.terms:
             raise DeepvisError("no dream layer chosen: pass --layers (deepvis layers lists them)")
         self.model = model
@@ -105,11 +105,14 @@ class DreamEngine:
         self.channels_last = True if channels_last is None else channels_last
         self.terms: tuple[LayerTerm, ...] = settings.terms
         layers = list(dict.fromkeys(t.layer for t in self.terms))
-        self.net = DreamNetwork(model, layers, method=cut, fold_bn=fold_bn)
+        self.net = DreamNetwork(model, layers, method=cut, fold_bn=fold_bn, fuse=fuse)
         self.forward = self.net
         if settings.compile != "none":
             mode = "reduce-overhead" if settings.compile == "cudagraph" else None
             self.forward = torch.compile(self.net.module, dynamic=False, mode=mode)
+        # model input = gain * rgb + shift, per channel (Preprocess.normalise as one affine map)
+        zero, one = (model.preprocess.normalise(torch.full((1, 3, 1, 1), v, device=self.device)) for v in (0.0, 1.0))
+        self._input_shift, self._input_gain = zero, one - zero
         self.strides, self.channels = self._probe_layers()
         self.max_stride = max(self.strides.values())
         self.tile = None if settings.tile is None else round_up(settings.tile, self.max_stride)
@@ -162,20 +165,23 @@ class DreamEngine:
     def _batch_gradient(self, tiles: torch.Tensor, masks: dict[str, torch.Tensor] | None,
                         counts: dict[LayerTerm, float]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, S, S) RGB tiles -> (their gradient (N, 3, S, S) fp32, objective scalar)."""
-        x = tiles.detach().requires_grad_(True)
-        inp = self.model.preprocess.normalise(x)
-        if self.channels_last:
-            inp = inp.contiguous(memory_format=torch.channels_last)
+        # The input normalisation is affine per channel, so it runs outside autograd and its
+        # gradient is one multiply: d objective / d rgb = gain * d objective / d input.
+        with torch.no_grad():
+            inp = torch.addcmul(self._input_shift, tiles, self._input_gain)
+            if self.channels_last:
+                inp = inp.contiguous(memory_format=torch.channels_last)
+        inp.requires_grad_(True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
             acts = self.forward(inp)
-        loss = x.new_zeros(())
+        loss = inp.new_zeros(())
         for term in self.terms:
             m = term_map(term, acts[term.layer].float(), self.guides.get(term.layer))
             if masks is not None and m.dim() == 4:
                 m = m * masks[term.layer]
             loss = loss + (term.weight / counts[term]) * m.sum()
-        (grad,) = torch.autograd.grad(loss, x)
-        return grad, loss.detach()
+        (grad,) = torch.autograd.grad(loss, inp)
+        return (grad * self._input_gain).contiguous(), loss.detach()
 
     def _grid(self, height: int, width: int):
         key = (height, width, self.tile, self.halo)

@@ -16,7 +16,6 @@ import threading
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -24,6 +23,7 @@ from toolbox.errors import DeepvisError
 from toolbox.models.capture import resolve_module
 from toolbox.models.registry import LoadedModel
 
+from toolbox.analysis.dream.conv_relu6 import ConvReLU6
 from toolbox.analysis.dream.objectives import LOGITS
 
 
@@ -41,18 +41,20 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 class _FoldedBlock(nn.Module):
     """An MBConvBlock with its BatchNorms folded in, built from new modules only, so hooks that
-    others put on the original block (the live app's activation capture) never fire here."""
+    others put on the original block (the live app's activation capture) never fire here.
+    Each convolution followed by ReLU6 runs as one fused operation (conv_relu6)."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: nn.Module, fuse: bool = True):
         super().__init__()
-        self.expand = _folded(block._expand_conv, block._bn0) if block.has_expand else None
-        self.depthwise = _folded(block._depthwise_conv, block._bn1)
+        # Both outputs feed exactly one convolution, so their gradients may be masked in place.
+        self.expand = ConvReLU6(_folded(block._expand_conv, block._bn0), fuse, True) if block.has_expand else None
+        self.depthwise = ConvReLU6(_folded(block._depthwise_conv, block._bn1), fuse, True)
         self.project = _folded(block._project_conv, block._bn2)
         self.has_skip = block.has_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x if self.expand is None else F.relu6(self.expand(x))
-        y = self.project(F.relu6(self.depthwise(y)))
+        y = x if self.expand is None else self.expand(x)
+        y = self.project(self.depthwise(y))
         return y + x if self.has_skip else y
 
 
@@ -60,18 +62,19 @@ class _Lite0Prefix(nn.Module):
     """Stem + ``_blocks[:depth]`` of an EfficientNetLite0, recording the named outputs.
 
     fold_bn: use copies with BatchNorm folded into the convolutions (eval mode, so exact up to
-    rounding): one op instead of two per conv, forward and backward (reference §8.4); 1.35x per
-    gradient on CPU. fold_bn=False (benchmarks only) runs the model's own block modules.
+    rounding): one op instead of two per conv, forward and backward (reference §8.4). fuse: each
+    conv+ReLU6 pair runs as one op too (conv_relu6, CPU). fold_bn=False (benchmarks only) runs
+    the model's own block modules.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], fold_bn: bool = True):
+    def __init__(self, model: nn.Module, layers: Sequence[str], fold_bn: bool = True, fuse: bool = True):
         super().__init__()
         index = {"_relu0": -1, **{f"_blocks.{i}": i for i in range(len(model._blocks))}}
         self.wanted = {index[name]: name for name in layers}
         blocks = list(model._blocks)[: max(self.wanted) + 1]
         if fold_bn:
-            self.stem = nn.Sequential(_folded(model._conv_stem, model._bn0), nn.ReLU6())
-            blocks = [_FoldedBlock(b) for b in blocks]
+            self.stem = ConvReLU6(_folded(model._conv_stem, model._bn0), fuse)
+            blocks = [_FoldedBlock(b, fuse) for b in blocks]
         else:
             self.stem = nn.Sequential(model._conv_stem, model._bn0, model._relu0)
         self.blocks = nn.Sequential(*blocks)
@@ -135,7 +138,8 @@ class _HookedPrefix(nn.Module):
 class DreamNetwork:
     """Callable (N, 3, H, W) model input -> {layer: (N, C, h, w) activation}; ``close()`` removes hooks."""
 
-    def __init__(self, model: LoadedModel, layers: Sequence[str], method: str = "auto", fold_bn: bool = True):
+    def __init__(self, model: LoadedModel, layers: Sequence[str], method: str = "auto", fold_bn: bool = True,
+                 fuse: bool = True):
         for name in layers:
             if name != LOGITS:
                 model.check_layer(name)
@@ -147,7 +151,7 @@ class DreamNetwork:
             raise ValueError("the sequential cut is only available for lite0 block layers")
         self.method = method
         self.layers = list(layers)
-        self.module = (_Lite0Prefix(model.module, layers, fold_bn) if method == "sequential"
+        self.module = (_Lite0Prefix(model.module, layers, fold_bn, fuse) if method == "sequential"
                        else _HookedPrefix(model.module, layers))
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
