@@ -181,7 +181,7 @@ class DreamEngine:
                 m = m * masks[term.layer]
             loss = loss + (term.weight / counts[term]) * m.sum()
         (grad,) = torch.autograd.grad(loss, inp)
-        return (grad * self._input_gain).contiguous(), loss.detach()
+        return torch.mul(grad, self._input_gain, out=torch.empty_like(tiles)), loss.detach()
 
     def _grid(self, height: int, width: int):
         key = (height, width, self.tile, self.halo)
@@ -286,10 +286,11 @@ class DreamEngine:
         shift = tuple(torch.randint(-s.jitter, s.jitter + 1, (2,), generator=generator).tolist()) if s.jitter else (0, 0)
         grad, objective = self.gradient(roll(rgb, shift))
         grad = unroll(grad, shift)
-        scale = grad.abs().mean() if s.norm == "mean-abs" else grad.std()
-        rgb = rgb + (s.step_size / (scale + 1e-8)) * grad
+        # One pass each over the full-size image: the norm, the update, the clip (in place on the new image).
+        scale = torch.linalg.vector_norm(grad, 1) / grad.numel() if s.norm == "mean-abs" else grad.std()
+        rgb = torch.addcmul(rgb, grad, s.step_size / (scale + 1e-8))
         if s.clip:
-            rgb = rgb.clamp(0.0, 1.0)
+            rgb.clamp_(0.0, 1.0)
         return rgb, objective
 
     def octave_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
