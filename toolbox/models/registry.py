@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from toolbox.errors import DeepvisError
@@ -88,6 +87,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _torchvision_cached_weights(name: str) -> Path:
+    import torchvision  # only for torchvision models: importing it costs over a second
+
     weights_enum = torchvision.models.get_model_weights(name)
     default = weights_enum.DEFAULT
     filename = os.path.basename(default.url)
@@ -104,6 +105,8 @@ def _torchvision_cached_weights(name: str) -> Path:
 def _build_architecture(name: str) -> tuple[nn.Module, Preprocess]:
     if name == "lite0":
         return lite0.EfficientNetLite0(), LITE0
+    import torchvision  # only for torchvision models: importing it costs over a second
+
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise DeepvisError(f"unknown model '{name}': choose one of {', '.join(available_models())} (deepvis models)")
     kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
