@@ -1,6 +1,9 @@
 """Model registry, bundled lite0 weights, layers and activation capture."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -146,3 +149,11 @@ def test_gated_capture_ignores_forwards_from_other_threads(lite0):
             worker.start()
             worker.join()
         assert torch.equal(capture.activations["_blocks.2"], mine)
+
+
+def test_lite0_start_up_does_not_import_torchvision():
+    # torchvision's import costs over a second (it pulls in torch._dynamo); lite0 needs none of it.
+    code = ("import sys; from toolbox.models import load_model; m = load_model('lite0'); "
+            "print(m.categories[285], 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[0] == "Egyptian cat False"
