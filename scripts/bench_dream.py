@@ -8,6 +8,9 @@ whole rolled image, global std normalisation, step 0.01 in [-1, 1], clip. Same m
 octaves, steps and resolution as our ``tf-tutorial`` preset. Timings interleave reference and core
 and keep the best of ``--repeats``. Prints one JSON object.
 
+Like the deepvis command, the script has glibc keep freed memory (toolbox.runtime), for the
+reference and the core alike; DEEPVIS_MALLOC=system measures both without it.
+
     python scripts/bench_dream.py                 # CPU, 640x480, 10 steps per octave
     python scripts/bench_dream.py --device cuda --sizes 640x480 1920x1080 --steps 100
 """
