@@ -4,7 +4,7 @@ Large tensors and page faults: glibc serves every allocation over its mmap thres
 32 MiB) with a fresh ``mmap`` and returns it to the kernel on free. Torch's CPU allocator is plain
 malloc, so every large activation of a full-frame forward+backward (a dream octave, a batch of
 unit images) is page-faulted in again on every step: about 110,000 faults (430 MiB) per 832x624
-lite0 dream gradient here, 15-25 % of its CPU time. Telling glibc to serve large blocks from the
+lite0 dream gradient here, 10-20 % of its time. Telling glibc to serve large blocks from the
 heap and keep freed memory (``mallopt``) makes the second step reuse the first step's pages: zero
 faults per gradient. The cost is that the process keeps its peak heap until it exits.
 

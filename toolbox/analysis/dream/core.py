@@ -111,7 +111,8 @@ class DreamEngine:
             mode = "reduce-overhead" if settings.compile == "cudagraph" else None
             self.forward = torch.compile(self.net.module, dynamic=False, mode=mode)
         # model input = gain * rgb + shift, per channel (Preprocess.normalise as one affine map)
-        zero, one = (model.preprocess.normalise(torch.full((1, 3, 1, 1), v, device=self.device)) for v in (0.0, 1.0))
+        zero, one = (model.preprocess.normalise(torch.full((1, 3, 1, 1), v, device=self.device))
+                     for v in (0.0, 1.0))
         self._input_shift, self._input_gain = zero, one - zero
         self.strides, self.channels = self._probe_layers()
         self.max_stride = max(self.strides.values())
@@ -286,7 +287,7 @@ class DreamEngine:
         shift = tuple(torch.randint(-s.jitter, s.jitter + 1, (2,), generator=generator).tolist()) if s.jitter else (0, 0)
         grad, objective = self.gradient(roll(rgb, shift))
         grad = unroll(grad, shift)
-        # One pass each over the full-size image: the norm, the update, the clip (in place on the new image).
+        # One pass each over the full-size image: the norm, the update, the clip (in place, new image).
         scale = torch.linalg.vector_norm(grad, 1) / grad.numel() if s.norm == "mean-abs" else grad.std()
         rgb = torch.addcmul(rgb, grad, s.step_size / (scale + 1e-8))
         if s.clip:
