@@ -54,12 +54,17 @@ class _ConvReLU6Function(torch.autograd.Function):
         y = _fused_forward(x, weight, bias, stride, padding, dilation, groups)
         ctx.save_for_backward(weight, y)
         ctx.geometry = (tuple(x.shape[-2:]), stride, padding, dilation, groups, grad_in_place)
+        channels_last = y.is_contiguous(memory_format=torch.channels_last)
+        ctx.layout = torch.channels_last if channels_last else torch.contiguous_format
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         weight, y = ctx.saved_tensors
         in_size, stride, padding, dilation, groups, grad_in_place = ctx.geometry
+        # A loss term's gradient can arrive expanded or in the other layout (a dream layer that is
+        # a ReLU6 output); one layout throughout keeps the kernels below on their fast paths.
+        grad_y = grad_y.contiguous(memory_format=ctx.layout)
         # relu6 passes the gradient where 0 < y < 6; y is the output, so the mask needs no input copy.
         if grad_in_place and grad_y._base is None and grad_y.stride() == y.stride():
             grad_pre = torch.ops.aten.hardtanh_backward.grad_input(grad_y, y, 0.0, 6.0, grad_input=grad_y)
