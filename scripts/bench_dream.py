@@ -30,8 +30,8 @@ from toolbox.analysis.dream import DreamEngine, LiveDreamer, default_layers, dre
 from toolbox.analysis.dream.core import bgr_to_rgb01
 from toolbox.analysis.dream.octaves import resize, resize_sizes
 from toolbox.models import load_model
-from toolbox.runtime import keep_freed_memory, memory_mode
 from toolbox.models.registry import resolve_device
+from toolbox.runtime import keep_freed_memory, memory_mode
 
 
 def reference_tf_tutorial(model, rgb: torch.Tensor, layers, steps: int, seed: int = 0) -> torch.Tensor:

@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from toolbox.runtime import keep_freed_memory
 from toolbox.app.live import LiveOptions, open_live
 from toolbox.config import load_config
+from toolbox.runtime import keep_freed_memory
 
 
 def start_xvfb() -> subprocess.Popen:

@@ -14,12 +14,12 @@ import time
 
 import torch
 
-from toolbox.runtime import keep_freed_memory
 from toolbox.config import load_config
 from toolbox.analysis.activations import top_predictions
 from toolbox.models import ActivationCapture, load_model
 from toolbox.render.window import WindowContent, render_window
 from toolbox.sources import open_source
+from toolbox.runtime import keep_freed_memory
 
 
 def sync(device):
