@@ -9,41 +9,15 @@ from toolbox import __version__
 from toolbox.errors import DeepvisError
 from toolbox.runtime import keep_freed_memory
 
-EXIT_USER_ERROR = 2
+from toolbox.cli.options import (EXIT_USER_ERROR, add_backend_options as _add_backend_options,
+                                 add_model_options as _add_model_options, config_from_args as _config)
 
 
-def _add_model_options(parser: argparse.ArgumentParser, layer: bool = True) -> None:
-    parser.add_argument("--model", help="model name (deepvis models), default lite0")
-    parser.add_argument("--weights", help="state-dict .pth path, or 'none' for random weights")
-    parser.add_argument("--device", help="auto | cpu | cuda")
-    if layer:
-        parser.add_argument("--layer", help="layer name or index (deepvis layers)")
-    parser.add_argument("--config", help="YAML file overriding configs/default.yaml")
+def _command_groups() -> list[str]:
+    """Modules of this package that add subcommands: each defines add_commands(subparsers)."""
+    import pkgutil
 
-
-def _add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:
-    """--backend, and --labels / --preprocess for a user's .onnx model (toolbox.models.onnx_user)."""
-    if backend:
-        parser.add_argument("--backend", choices=("torch", "onnx", "auto"),
-                            help="torch | onnx (onnxruntime) | auto (the faster, measured once)")
-    parser.add_argument("--labels", help="for --model FILE.onnx: class names file, one per line")
-    parser.add_argument("--preprocess", help="for --model FILE.onnx: YAML with size, mean, std, scale")
-
-
-def _config(args, **extra):
-    from toolbox.config import load_config
-
-    overrides = {
-        "model.name": getattr(args, "model", None),
-        "model.weights": getattr(args, "weights", None),
-        "model.device": getattr(args, "device", None),
-        "model.layer": getattr(args, "layer", None),
-        "model.backend": getattr(args, "backend", None),
-        "model.labels": getattr(args, "labels", None),
-        "model.preprocess": getattr(args, "preprocess", None),
-        **extra,
-    }
-    return load_config(getattr(args, "config", None), overrides)
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "options")
 
 
 def cmd_models(args) -> int:
@@ -193,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32, help="channels optimised together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_units)
+    import importlib
+
+    for group in _command_groups():
+        importlib.import_module(f"toolbox.cli.{group}").add_commands(sub)
     return parser
 
 

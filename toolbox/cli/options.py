@@ -1,0 +1,40 @@
+"""Options shared by the deepvis subcommands, and the config they build."""
+from __future__ import annotations
+
+import argparse
+
+EXIT_USER_ERROR = 2
+
+
+def add_model_options(parser: argparse.ArgumentParser, layer: bool = True) -> None:
+    parser.add_argument("--model", help="model name (deepvis models), default lite0")
+    parser.add_argument("--weights", help="state-dict .pth path, or 'none' for random weights")
+    parser.add_argument("--device", help="auto | cpu | cuda")
+    if layer:
+        parser.add_argument("--layer", help="layer name or index (deepvis layers)")
+    parser.add_argument("--config", help="YAML file overriding configs/default.yaml")
+
+
+def add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    """--backend, and --labels / --preprocess for a user's .onnx model (toolbox.models.onnx_user)."""
+    if backend:
+        parser.add_argument("--backend", choices=("torch", "onnx", "auto"),
+                            help="torch | onnx (onnxruntime) | auto (the faster, measured once)")
+    parser.add_argument("--labels", help="for --model FILE.onnx: class names file, one per line")
+    parser.add_argument("--preprocess", help="for --model FILE.onnx: YAML with size, mean, std, scale")
+
+
+def config_from_args(args, **extra):
+    from toolbox.config import load_config
+
+    overrides = {
+        "model.name": getattr(args, "model", None),
+        "model.weights": getattr(args, "weights", None),
+        "model.device": getattr(args, "device", None),
+        "model.layer": getattr(args, "layer", None),
+        "model.backend": getattr(args, "backend", None),
+        "model.labels": getattr(args, "labels", None),
+        "model.preprocess": getattr(args, "preprocess", None),
+        **extra,
+    }
+    return load_config(getattr(args, "config", None), overrides)
