@@ -111,6 +111,11 @@ class Config:
     units: UnitsConfig
     dream: DreamConfig
     saliency: SaliencyConfig
+    threads: Optional[int]  # CPU threads of torch, onnxruntime and OpenCV; None: toolbox.cpu_threads decides
+
+    def __post_init__(self):
+        if self.threads is not None and self.threads < 1:
+            raise DeepvisError(f"config key 'threads' must be 1 or more, or null (every usable core), not {self.threads}")
 
 
 def _type_name(tp) -> str:

@@ -72,7 +72,8 @@ def cmd_live(args) -> int:
 
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
                           max_frames=args.max_frames)
-    run_live(args.source, _config(args), options)
+    # --threads sets the live compute thread's count; capture and display run beside it
+    run_live(args.source, _config(args, **{"live.torch_threads": args.threads}), options)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
