@@ -173,6 +173,8 @@ def _convert(value: Any, tp, key: str):
         return float(value)
     if tp is int and isinstance(value, bool):
         raise bad
+    if tp is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # YAML reads `layer: 5` as a number; the command line's --layer 5 is text
     if not isinstance(value, tp):
         raise bad
     return value
@@ -208,6 +210,8 @@ def read_yaml(path: str | Path) -> dict:
         raise DeepvisError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise DeepvisError(f"config file {path} is not a text file: give a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
