@@ -1,8 +1,10 @@
 """The package's layers: data flows one way, and no two modules import each other (even in a function).
 
-Layers, lowest first: the base modules (errors, atomic writes, cache folder, process settings,
-the validated config that every layer reads), sources, models, analysis, render, jobs, app, cli. A module may import its own layer and the ones below. Every ``import`` statement counts,
-including those inside functions and under TYPE_CHECKING, since each is a real dependency.
+Layers, lowest first: the base (the modules directly in toolbox/: errors, atomic writes, cache
+folder, process settings, the validated config that every layer reads), sources, models, analysis,
+render, jobs, app, cli. A module may import its own layer and the ones below. Every ``import``
+statement counts, including those inside functions and under TYPE_CHECKING: each is a real
+dependency.
 """
 from __future__ import annotations
 
@@ -13,17 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "toolbox"
-LAYERS = [
-    ("base", ["toolbox", "toolbox.errors", "toolbox.atomic", "toolbox.cache", "toolbox.runtime",
-              "toolbox.cpu_threads", "toolbox.config"]),
-    ("sources", ["toolbox.sources"]),
-    ("models", ["toolbox.models"]),
-    ("analysis", ["toolbox.analysis"]),
-    ("render", ["toolbox.render"]),
-    ("jobs", ["toolbox.jobs"]),
-    ("app", ["toolbox.app"]),
-    ("cli", ["toolbox.cli", "toolbox.__main__"]),
-]
+LAYERS = ["base", "sources", "models", "analysis", "render", "jobs", "app", "cli"]
 
 
 def module_name(path: Path) -> str:
@@ -37,17 +29,16 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def layer_of(module: str) -> int:
-    """Index in LAYERS of the longest prefix that names ``module`` or a package above it."""
-    best, best_len = None, -1
-    for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
-                exact_base = index == 0 and prefix == "toolbox" and module != "toolbox"
-                if not exact_base:
-                    best, best_len = index, len(prefix)
-    if best is None:
-        raise AssertionError(f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}")
-    return best
+    """Index in LAYERS: a subpackage's name (toolbox.models.* -> models); the modules directly in
+    toolbox/ are the base, except __main__ (the command line)."""
+    parts = module.split(".")
+    if module == "toolbox.__main__":
+        return LAYERS.index("cli")
+    if len(parts) == 1 or (len(parts) == 2 and MODULES[module].name != "__init__.py"):
+        return 0
+    if parts[1] not in LAYERS:
+        raise AssertionError(f"package toolbox.{parts[1]} is in no layer: add it to LAYERS in {Path(__file__).name}")
+    return LAYERS.index(parts[1])
 
 
 def imported_modules(module: str) -> set[str]:
@@ -84,8 +75,8 @@ def test_every_module_is_in_a_layer():
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_imports_nothing_from_a_layer_above(module):
     own = layer_of(module)
-    above = sorted(f"{name} ({LAYERS[layer_of(name)][0]})" for name in GRAPH[module] if layer_of(name) > own)
-    assert not above, f"{module} ({LAYERS[own][0]}) imports from a layer above it: {', '.join(above)}"
+    above = sorted(f"{name} ({LAYERS[layer_of(name)]})" for name in GRAPH[module] if layer_of(name) > own)
+    assert not above, f"{module} ({LAYERS[own]}) imports from a layer above it: {', '.join(above)}"
 
 
 def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
