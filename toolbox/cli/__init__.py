@@ -86,9 +86,13 @@ def cmd_dream(args) -> int:
 
     options = DreamOptions(preset=args.preset, layers=args.layers, octaves=args.octaves, scale=args.scale,
                            steps=args.steps, step_size=args.step_size, tile=args.tile, seed=args.seed,
-                           max_frames=args.max_frames)
-    written = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
-    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}")
+                           max_frames=args.max_frames, **({} if args.max_side is None else {"max_side": args.max_side}))
+    run = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
+    for note in run.notes:
+        print(f"deepvis: {note}")
+    written = run.written
+    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}"
+          + (f"; skipped {len(run.skipped)} unreadable: {', '.join(s['file'] for s in run.skipped)}" if run.skipped else ""))
     return 0
 
 
@@ -156,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="tile side in pixels (default: untiled while the image fits)")
     p.add_argument("--seed", type=int, help="random seed of the jitter (same seed, same dream)")
     p.add_argument("--max-frames", type=int, help="video: stop after N frames")
+    p.add_argument("--max-side", type=int, help="dream with the long side at most this many pixels, "
+                   "then resize back (default 1024; 0: full size, slow and memory-hungry for large photos)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_dream)
 
