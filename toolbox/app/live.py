@@ -57,9 +57,10 @@ def default_plugins() -> list:
     """The live features that ship with deepvis (their key actions are registered by toolbox.app)."""
     from toolbox.app.dream_plugin import install_dream
     from toolbox.app.saliency_plugin import install_saliency
+    from toolbox.app.style_plugin import install_style
     from toolbox.app.units_plugin import install_units
 
-    return [install_units, install_dream, install_saliency]
+    return [install_units, install_dream, install_saliency, install_style]
 
 
 @dataclass
