@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from toolbox.analysis.objectives.inversion import InversionObjective, tv_lambda_for_depth
+from toolbox.analysis.objectives.inversion import ALPHA_LAMBDA, InversionObjective, tv_lambda_for_depth
 from toolbox.analysis.optimise.features import FeatureGradient
 from toolbox.analysis.optimise.loop import Optimiser
 from toolbox.analysis.optimise.network import LOGITS
@@ -28,9 +28,9 @@ from toolbox.models.registry import LoadedModel
 @dataclass(frozen=True)
 class InversionSettings:
     steps: int = 200
-    lr: float = 0.03  # Adam, in RGB [0, 1] units
+    lr: float = 0.05  # Adam, in RGB [0, 1] units
     jitter: int = 0  # pixels of random roll per step (a roll moves the picture against the fixed target: blur)
-    alpha_lambda: float = 1.0
+    alpha_lambda: float = ALPHA_LAMBDA
     tv_lambda: float | None = None  # None: the paper's schedule for the layer's depth
     noise_std: float = 0.1  # start: mid-grey plus this much Gaussian noise
     seed: int = 0
