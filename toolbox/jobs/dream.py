@@ -213,6 +213,9 @@ def run_dream(input_spec: str, out: str | Path, config: Config, options: DreamOp
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DeepvisError(f"no images in folder {path} (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
+        if not any(cv2.haveImageReader(str(p)) for p in images):  # the header alone tells most bad files
+            raise DeepvisError(f"no readable image in {path}: all {len(images)} files are damaged or not images "
+                               "(use PNG or JPEG)")
         check_output_folder(out)
     elif kind == "image":
         read_image(path)  # a missing or broken file is a one-line error before any work
