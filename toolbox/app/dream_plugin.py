@@ -1,4 +1,4 @@
-"""DeepDream in the live window (issue 5): dream the current frame, or dream the video as it plays.
+"""DeepDream in the live window: dream the current frame, or dream the video as it plays.
 
 Keys (configs/keys.yaml):
 

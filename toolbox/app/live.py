@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolbox.analysis.onnx_frame_analysis import provider_choice
+from toolbox.analysis.backend_choice import provider_choice
 from toolbox.app.compute import LiveCompute, LiveResult, mirrored
 from toolbox.app.keys import KeyTable, load_key_table
 from toolbox.app.overlays import help_overlay, hex_colour, mark_stale, no_signal, progress_bars

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from toolbox.analysis.activations import layer_means, most_active_channels, top_predictions
-from toolbox.analysis.onnx_frame_analysis import make_frame_analyser, provider_choice
+from toolbox.analysis.backend_choice import make_frame_analyser, provider_choice
 from toolbox.analysis.top_patches import TopPatches
 from toolbox.atomic import user_write_errors
 from toolbox.config import Config

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from toolbox.analysis.dream import DreamEngine, DreamSettings, LayerTerm, LiveDreamer, default_layers, dream, preset
-from toolbox.analysis.dream.octaves import detail_sizes, resize_sizes
+from toolbox.analysis.optimise.octaves import detail_sizes, resize_sizes
 from toolbox.atomic import atomic_path, user_write_errors, write_image
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
