@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolbox.analysis.onnx_frame_analysis import provider_choice
+from toolbox.analysis.backend_choice import provider_choice
 from toolbox.app.compute import LiveCompute, LiveResult, mirrored
 from toolbox.app.keys import KeyTable, load_key_table
 from toolbox.app.overlays import help_overlay, hex_colour, mark_stale, no_signal, progress_bars
@@ -230,7 +231,12 @@ class LiveApp:
             self.recorder.start()
             self.flash(f"recording {self.recorder.path}")
         elif not self.state.recording and self.recorder is not None:
-            path, self.recorder = self.recorder.finish(), None
+            recorder, self.recorder = self.recorder, None
+            try:
+                path = recorder.finish()
+            except DeepvisError as error:
+                self.flash(str(error))
+                return
             self.flash(f"saved {path}" if path else "nothing recorded")
 
     def sync(self) -> None:
@@ -358,7 +364,12 @@ class LiveApp:
     def shutdown(self) -> None:
         """Finalise a recording, stop and join the threads, release the source, close the window."""
         if self.recorder is not None:
-            path, self.recorder = self.recorder.finish(), None
+            recorder, self.recorder = self.recorder, None
+            try:
+                path = recorder.finish()
+            except DeepvisError as error:
+                print(f"deepvis: error: {error}", file=sys.stderr)
+                path = None
             if path:
                 print(f"deepvis: saved {path}")
         self.capture.stop()
