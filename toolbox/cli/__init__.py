@@ -71,12 +71,14 @@ def cmd_live(args) -> int:
 
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
                           max_frames=args.max_frames)
-    run_live(args.source, _config(args), options)
+    app = run_live(args.source, _config(args), options)
+    if app.failure:
+        print(f"deepvis: error: {app.failure}", file=sys.stderr)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(app.exit_code)
 
 
 def cmd_dream(args) -> int:

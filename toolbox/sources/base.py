@@ -37,6 +37,11 @@ class FrameSource(abc.ABC):
         """Index of the frame the next ``read()`` returns."""
         return 0
 
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """Files the source passed over because they could not be decoded: (path, why)."""
+        return []
+
     def seek(self, index: int) -> None:
         raise NotImplementedError(f"{self.name} cannot seek")
 

@@ -24,11 +24,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DeepvisError(f"cannot decode image {path}: the file is damaged or not an image (use PNG or JPEG)")
-    return to_bgr8(image)
+    try:
+        return to_bgr8(image)
+    except ValueError as error:
+        raise DeepvisError(f"cannot use image {path}: {error} (save it as 8- or 16-bit PNG or JPEG)") from None
 
 
 class ImageListSource(FrameSource):
-    """A list of image files shown one after another; seekable; optionally looping."""
+    """A list of image files shown one after another; seekable; optionally looping.
+
+    A file that cannot be decoded is passed over and listed in ``skipped``; when no file of the list
+    can be decoded, ``read`` raises the DeepvisError (the file's own message for a single file).
+    """
 
     seekable = True
 
@@ -40,6 +47,7 @@ class ImageListSource(FrameSource):
         self.loop = loop
         self._fps = fps
         self._next = 0
+        self._unreadable: dict[Path, str] = {}  # path -> why, in the order they were met
 
     @classmethod
     def from_spec(cls, spec: str, loop: bool = False) -> "ImageListSource":
@@ -64,14 +72,31 @@ class ImageListSource(FrameSource):
     def position(self) -> int:
         return self._next
 
+    @property
+    def skipped(self) -> list[tuple[Path, str]]:
+        return list(self._unreadable.items())
+
     def read(self) -> Frame | None:
-        if self._next >= len(self.paths):
-            if not self.loop:
-                return None
-            self._next = 0
-        index = self._next
-        self._next += 1
-        return Frame(read_image(self.paths[index]), index, index / self._fps)
+        for _ in range(len(self.paths)):  # at most one pass over the list: every file may be unreadable
+            if self._next >= len(self.paths):
+                if not self.loop:
+                    break
+                self._next = 0
+            index = self._next
+            self._next += 1
+            path = self.paths[index]
+            if path in self._unreadable:
+                continue
+            try:
+                return Frame(read_image(path), index, index / self._fps)
+            except DeepvisError as error:
+                self._unreadable[path] = str(error)
+        if len(self._unreadable) == len(self.paths):
+            if len(self.paths) == 1:
+                raise DeepvisError(next(iter(self._unreadable.values())))
+            raise DeepvisError(f"none of the {len(self.paths)} images in {self.name} can be decoded "
+                               f"(e.g. {self.paths[0].name}): use PNG or JPEG files")
+        return None
 
     def seek(self, index: int) -> None:
         self._next = min(max(0, index), len(self.paths) - 1)
