@@ -28,24 +28,6 @@ def folder(tmp_path):
     return tmp_path
 
 
-def test_a_folder_skips_an_unreadable_file_and_lists_it(folder):
-    source = open_source(str(folder), loop=True)
-    indices = [source.read().index for _ in range(5)]
-    assert indices == [0, 2, 0, 2, 0]
-    assert [path.name for path, _ in source.skipped] == ["1-bad.jpg"]
-    assert "cannot decode image" in source.skipped[0][1]
-
-
-@pytest.mark.parametrize("loop", [False, True])
-def test_a_source_without_one_readable_image_raises_one_line(tmp_path, loop):
-    (tmp_path / "a.jpg").write_text("text")
-    (tmp_path / "b.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(DeepvisError, match="none of the 2 images"):
-        open_source(str(tmp_path), loop=loop).read()
-    with pytest.raises(DeepvisError, match="cannot decode image .*a.jpg"):
-        open_source(str(tmp_path / "a.jpg"), loop=loop).read()
-
-
 def test_live_on_an_undecodable_image_exits_2_with_one_line_before_any_window(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "text.jpg"
     bad.write_text("hello")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolbox.analysis.onnx_frame_analysis import provider_choice
+from toolbox.analysis.backend_choice import provider_choice
 from toolbox.app.compute import LiveCompute, LiveResult, mirrored
 from toolbox.app.keys import KeyTable, load_key_table
 from toolbox.app.overlays import help_overlay, hex_colour, mark_stale, no_signal, progress_bars
@@ -237,7 +238,12 @@ class LiveApp:
             self.recorder.start()
             self.flash(f"recording {self.recorder.path}")
         elif not self.state.recording and self.recorder is not None:
-            path, self.recorder = self.recorder.finish(), None
+            recorder, self.recorder = self.recorder, None
+            try:
+                path = recorder.finish()
+            except DeepvisError as error:
+                self.flash(str(error))
+                return
             self.flash(f"saved {path}" if path else "nothing recorded")
 
     def sync(self) -> None:
@@ -279,9 +285,9 @@ class LiveApp:
             flags.append("end of input")
         if self.compute_thread.stats.error:
             flags.append(f"error: {self.compute_thread.stats.error}")
-        skipped = self.source.skipped
+        skipped = getattr(self.source, "skipped", ())  # an image folder's unreadable files (SkippedFile)
         if skipped:
-            names = ", ".join(Path(path).name for path, _ in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            names = ", ".join(s.path.name for s in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
             flags.append(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''}: {names}")
         if self.failure:
             flags.append(f"STOPPED: {self.failure}")
@@ -304,7 +310,7 @@ class LiveApp:
     def _current_status_inputs(self, result) -> tuple:
         """What makes the status line change at once (the rates change only every STATUS_REFRESH_S)."""
         return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error,
-                len(self.source.skipped), self.failure)
+                len(getattr(self.source, "skipped", ())), self.failure)
 
     def draw(self, force: bool = False) -> np.ndarray | None:
         """Compose and show the window if anything visible changed; returns the shown image."""
@@ -389,7 +395,12 @@ class LiveApp:
     def shutdown(self) -> None:
         """Finalise a recording, stop and join the threads, release the source, close the window."""
         if self.recorder is not None:
-            path, self.recorder = self.recorder.finish(), None
+            recorder, self.recorder = self.recorder, None
+            try:
+                path = recorder.finish()
+            except DeepvisError as error:
+                print(f"deepvis: error: {error}", file=sys.stderr)
+                path = None
             if path:
                 print(f"deepvis: saved {path}")
         self.capture.stop()
@@ -421,12 +432,12 @@ def first_frame(source: FrameSource) -> Frame:
 def open_live(source_spec: str, config: Config, options: LiveOptions | None = None) -> LiveApp:
     """Check the display, load the model, open the source and read its first frame: every user error
     is raised here, before the window opens."""
-    check_gui()  # before the model loads: a missing display is reported in a fraction of a second
-    torch.set_num_threads(max(1, config.live.torch_threads))
-    set_cv_threads(1)
     source = open_source(source_spec, loop=True)
     try:
         first = first_frame(source)
+        check_gui()  # before the model loads: a missing display is reported in a fraction of a second
+        torch.set_num_threads(max(1, config.live.torch_threads))
+        set_cv_threads(1)
         model = model_from_config(config)
         layer = chosen_layer(model, config.model.layer)
         return LiveApp(source, model, config, layer, options, first=first)

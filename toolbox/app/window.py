@@ -18,9 +18,12 @@ import re
 import socket
 import sys
 
+import time
+
 import cv2
 import numpy as np
 
+from toolbox.app.keys import ShiftedKeys
 from toolbox.errors import DeepvisError
 
 HEADLESS_FIX = "pip uninstall -y opencv-python-headless && pip install --force-reinstall --no-deps opencv-python"
@@ -91,14 +94,20 @@ class Window:
         except cv2.error:
             raise DeepvisError(f"OpenCV cannot open a window: {HEADLESS_FIX}") from None
         self._shown = False
+        self._shifted = ShiftedKeys()
 
     def show(self, image: np.ndarray) -> None:
         cv2.imshow(self.title, image)
         self._shown = True
 
     def poll_key(self, wait_ms: int = 1) -> int:
-        """The waitKeyEx code of a pressed key, or -1. Also lets Qt process window events."""
-        return cv2.waitKeyEx(max(1, int(wait_ms)))
+        """The waitKeyEx code of a pressed key (Shift+letter as the upper-case letter), or -1.
+        Also lets Qt process window events."""
+        code = cv2.waitKeyEx(max(1, int(wait_ms)))
+        if code == -1:
+            return -1
+        shifted = self._shifted(code, time.monotonic())
+        return -1 if shifted is None else shifted
 
     @property
     def closed(self) -> bool:

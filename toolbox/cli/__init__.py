@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -69,9 +70,15 @@ def cmd_inspect(args) -> int:
 def cmd_live(args) -> int:
     from toolbox.app.live import LiveOptions, run_live
 
+    from toolbox.atomic import check_writable_folder
+
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
                           max_frames=args.max_frames)
-    app = run_live(args.source, _config(args), options)
+    # --threads sets the live compute thread's count; capture and display run beside it
+    config = _config(args, **{"live.torch_threads": args.threads})
+    for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
+        check_writable_folder(folder)  # before the window opens, so that a snapshot cannot fail later
+    app = run_live(args.source, config, options)
     if app.failure:
         print(f"deepvis: error: {app.failure}", file=sys.stderr)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
@@ -86,9 +93,13 @@ def cmd_dream(args) -> int:
 
     options = DreamOptions(preset=args.preset, layers=args.layers, octaves=args.octaves, scale=args.scale,
                            steps=args.steps, step_size=args.step_size, tile=args.tile, seed=args.seed,
-                           max_frames=args.max_frames)
-    written = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
-    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}")
+                           max_frames=args.max_frames, **({} if args.max_side is None else {"max_side": args.max_side}))
+    run = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
+    for note in run.notes:
+        print(f"deepvis: {note}")
+    written = run.written
+    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}"
+          + (f"; skipped {len(run.skipped)} unreadable: {', '.join(s['file'] for s in run.skipped)}" if run.skipped else ""))
     return 0
 
 
@@ -156,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="tile side in pixels (default: untiled while the image fits)")
     p.add_argument("--seed", type=int, help="random seed of the jitter (same seed, same dream)")
     p.add_argument("--max-frames", type=int, help="video: stop after N frames")
+    p.add_argument("--max-side", type=int, help="dream with the long side at most this many pixels, "
+                   "then resize back (default 1024; 0: full size, slow and memory-hungry for large photos)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_dream)
 
@@ -176,14 +189,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt so that the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _job_signals():
+    """SIGTERM cleans up like Ctrl-C (exit 143); SIGXFSZ (``ulimit -f``) is ignored so that a write
+    past the limit fails with EFBIG, a one-line error, instead of killing the process mid-file.
+    The previous handlers come back afterwards (main() called in-process, as the tests do)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+    wanted = {signal.SIGTERM: _raise_terminated}
+    if hasattr(signal, "SIGXFSZ"):
+        wanted[signal.SIGXFSZ] = signal.SIG_IGN
+    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # before the first large tensor (toolbox.runtime)
     try:
-        return args.run(args)
+        with _job_signals():
+            return args.run(args)
     except DeepvisError as error:
         print(f"deepvis: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as error:  # a write the machine refused (disk full, size limit, read-only) not caught nearer
+        from toolbox.atomic import write_failure
+
+        failure = write_failure(error.filename or "an output file", error)
+        if failure is None:
+            raise
+        print(f"deepvis: error: {failure}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Terminated:
+        print("deepvis: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("deepvis: interrupted", file=sys.stderr)
         return 130

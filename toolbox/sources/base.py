@@ -18,6 +18,7 @@ class FrameSource(abc.ABC):
     name: str = "source"
     live: bool = False
     seekable: bool = False
+    skipped: tuple = ()  # files passed over as unreadable (images.SkippedFile); folders of images fill it
 
     @abc.abstractmethod
     def read(self) -> Frame | None: ...
@@ -36,11 +37,6 @@ class FrameSource(abc.ABC):
     def position(self) -> int:
         """Index of the frame the next ``read()`` returns."""
         return 0
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """Files the source passed over because they could not be decoded: (path, why)."""
-        return []
 
     def seek(self, index: int) -> None:
         raise NotImplementedError(f"{self.name} cannot seek")

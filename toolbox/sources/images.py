@@ -1,8 +1,14 @@
-"""Still images: one file, a folder, or a glob pattern."""
+"""Still images: one file, a folder, or a glob pattern.
+
+A folder or pattern with some unreadable files plays the readable ones: each bad file is skipped
+and listed in ``ImageListSource.skipped`` (path and reason) for the job or the window to report.
+One bad file given on its own is an error.
+"""
 from __future__ import annotations
 
 import glob
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -26,16 +32,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise DeepvisError(f"cannot decode image {path}: the file is damaged or not an image (use PNG or JPEG)")
     try:
         return to_bgr8(image)
-    except ValueError as error:
-        raise DeepvisError(f"cannot use image {path}: {error} (save it as 8- or 16-bit PNG or JPEG)") from None
+    except ValueError as exc:  # e.g. 32-bit integer or 5-channel TIFF
+        raise DeepvisError(f"cannot read image {path}: {exc}; convert it to 8- or 16-bit RGB (PNG or JPEG)") from None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """An image of a folder that could not be read, and why (the one-line error)."""
+
+    path: Path
+    reason: str
 
 
 class ImageListSource(FrameSource):
-    """A list of image files shown one after another; seekable; optionally looping.
-
-    A file that cannot be decoded is passed over and listed in ``skipped``; when no file of the list
-    can be decoded, ``read`` raises the DeepvisError (the file's own message for a single file).
-    """
+    """A list of image files shown one after another; seekable; optionally looping."""
 
     seekable = True
 
@@ -47,7 +57,7 @@ class ImageListSource(FrameSource):
         self.loop = loop
         self._fps = fps
         self._next = 0
-        self._unreadable: dict[Path, str] = {}  # path -> why, in the order they were met
+        self.skipped: list[SkippedFile] = []  # bad files met so far, in the order met (each once)
 
     @classmethod
     def from_spec(cls, spec: str, loop: bool = False) -> "ImageListSource":
@@ -72,30 +82,26 @@ class ImageListSource(FrameSource):
     def position(self) -> int:
         return self._next
 
-    @property
-    def skipped(self) -> list[tuple[Path, str]]:
-        return list(self._unreadable.items())
-
     def read(self) -> Frame | None:
-        for _ in range(len(self.paths)):  # at most one pass over the list: every file may be unreadable
+        """The next readable image; bad files are skipped (``skipped``) unless this is a single file.
+        DeepvisError when no file can be read at all."""
+        for _ in range(len(self.paths)):
             if self._next >= len(self.paths):
                 if not self.loop:
-                    break
+                    return None
                 self._next = 0
             index = self._next
             self._next += 1
-            path = self.paths[index]
-            if path in self._unreadable:
-                continue
             try:
-                return Frame(read_image(path), index, index / self._fps)
+                return Frame(read_image(self.paths[index]), index, index / self._fps)
             except DeepvisError as error:
-                self._unreadable[path] = str(error)
-        if len(self._unreadable) == len(self.paths):
-            if len(self.paths) == 1:
-                raise DeepvisError(next(iter(self._unreadable.values())))
-            raise DeepvisError(f"none of the {len(self.paths)} images in {self.name} can be decoded "
-                               f"(e.g. {self.paths[0].name}): use PNG or JPEG files")
+                if len(self.paths) == 1:
+                    raise
+                if all(s.path != self.paths[index] for s in self.skipped):
+                    self.skipped.append(SkippedFile(self.paths[index], str(error)))
+        if len(self.skipped) == len(self.paths):
+            raise DeepvisError(f"no readable image in {self.name}: all {len(self.paths)} files are damaged or not "
+                               "images (use PNG or JPEG)")
         return None
 
     def seek(self, index: int) -> None:
