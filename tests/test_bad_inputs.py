@@ -13,6 +13,7 @@ To add a case, add one Row. Placeholders in the command line:
   {int32_tif} a 32-bit integer TIFF          {binary_yaml} a binary file named .yaml
   {file}      an existing text file          {busy} a folder holding someone else's file
   {onnx}      a tiny ONNX classifier         {bad_folder} a folder of undecodable images only
+  {good_folder} a folder with one good photo
   {weights_other} a state dict of another architecture   {junk_pth} a .pth that is no state dict
   {googlenet_bad} googlenet's state dict less one key, plus one foreign key
 ``fault``: the name of an injected fault (FAULTS) active while the row runs, e.g. a full disk.
@@ -143,6 +144,21 @@ ROWS = [
         "cannot write video", fault="silent_video_writer"),
     Row("dream-out-below-a-file", "dream {cat} --out {file}/x.png --layers _blocks.3 --octaves 1 --steps 1 --quiet",
         "is a file, not a folder"),
+    Row("dream-out-not-permitted", "dream {cat} --out /sys/fs/deepvis-test.png --quiet", "no permission to write"),
+    Row("dream-out-read-only-fs", "dream {cat} --out {out}/x.png --layers _blocks.3 --octaves 1 --steps 1 --quiet",
+        "read-only", fault="rofs"),
+    Row("dream-folder-out-holds-other-files", "dream {good_folder} --out {busy} --quiet",
+        "already holds files deepvis did not write"),
+    Row("dream-empty-folder", "dream {tmp} --out {out} --quiet", "no images in folder"),
+    Row("dream-tile-too-small", "dream {cat} --out {out}.png --tile 5 --quiet", "--tile must be at least 16"),
+    Row("dream-scale-below-1", "dream {cat} --out {out}.png --scale 0.5 --quiet", "--scale must be above 1"),
+    Row("dream-steps-negative", "dream {cat} --out {out}.png --steps -1 --quiet", "--steps must be 0 or more"),
+    Row("dream-layers-bad-weight", "dream {cat} --out {out}.png --layers _blocks.8:x --quiet",
+        "use name[:weight[:kind[:index]]]"),
+    Row("dream-layers-unknown-objective", "dream {cat} --out {out}.png --layers _blocks.8:1:foo --quiet",
+        "dream objective 'foo' unknown"),
+    Row("dream-channel-without-index", "dream {cat} --out {out}.png --layers _blocks.8:1:channel --quiet",
+        "needs a channel/class index"),
     # --- live (checked before the window opens) ---------------------------------------------
     Row("live-out-is-a-file", "live {cat} --out {file}", "is a file, not a folder"),
     Row("live-out-not-permitted", "live {cat} --out /sys/fs/deepvis-test-out", "no permission to write"),
@@ -150,6 +166,12 @@ ROWS = [
     Row("live-undecodable-image", "live {text_jpg} --out {out}", "cannot decode image"),
     Row("live-int32-tiff", "live {int32_tif} --out {out}", "32-bit int32"),
     Row("live-folder-of-bad-images", "live {bad_folder} --out {out}", "no readable image"),
+    Row("analyze-empty-folder", "analyze {tmp} --out {out} --quiet", "no images found"),
+    Row("analyze-no-such-camera", "analyze 7 --out {out} --quiet", "no camera at index 7"),
+    Row("analyze-weights-is-a-folder", "analyze {cat} --out {out} --weights {tmp} --quiet", "weights file not found"),
+    Row("units-size-0", "units --out {out} --channels 0:1 --size 0 --quiet", "unit image size must be >= 8"),
+    Row("units-steps-negative", "units --out {out} --channels 0:1 --steps -1 --quiet", "steps >= 0"),
+    Row("units-unknown-layer", "units --out {out} --layer 99 --quiet", "unknown layer '99'"),
     # --- models -----------------------------------------------------------------------------
     Row("layers-googlenet-wrong-state-dict", "layers --model googlenet --weights {googlenet_bad}",
         "do not fit model googlenet: 1 missing keys (conv1.conv.weight); 1 unexpected keys (extra.weight)"),
@@ -157,6 +179,8 @@ ROWS = [
         "do not fit model inception_v3"),
     Row("layers-device-tpu", "layers --device tpu", "unknown device 'tpu'"),
     Row("layers-binary-config", "layers --config {binary_yaml}", "is not a text file"),
+    Row("layers-missing-onnx-file", "layers --model {tmp}/nope.onnx", "ONNX file not found"),
+    Row("layers-weights-of-another-model", "layers --model resnet18 --weights {googlenet_bad}", "do not fit model resnet18"),
 ]
 
 def _write_int32_tiff(path: Path) -> Path:
@@ -194,6 +218,8 @@ def bad_inputs(tmp_path_factory, cat_bgr) -> dict[str, Path]:
     (root / "binary.yaml").write_bytes(bytes(range(256)) * 4)
     (root / "busy").mkdir()
     (root / "busy" / "thesis.tex").write_text("someone's work\n")
+    (root / "good_folder").mkdir()
+    cv2.imwrite(str(root / "good_folder" / "cat.png"), small)
     (root / "bad_folder").mkdir()
     for name in ("a.png", "b.jpg"):
         (root / "bad_folder" / name).write_bytes(b"\x00not an image")
@@ -207,7 +233,7 @@ def bad_inputs(tmp_path_factory, cat_bgr) -> dict[str, Path]:
         "int32_tif": _write_int32_tiff(root / "int32.tif"), "binary_yaml": root / "binary.yaml",
         "file": root / "file.txt", "busy": root / "busy", "bad_folder": root / "bad_folder",
         "onnx": _tiny_onnx(root / "tiny.onnx"), "weights_other": root / "other.pth", "junk_pth": root / "junk.pth",
-        "googlenet_bad": root / "googlenet-bad.pth",
+        "googlenet_bad": root / "googlenet-bad.pth", "good_folder": root / "good_folder",
         "root": root,
     }
 

@@ -223,6 +223,17 @@ def _deepvis(*args: str, limit_bytes: int | None = None, **kwargs) -> subprocess
                             text=True, env=env, preexec_fn=limit, **kwargs)
 
 
+def _analyze_writing(out: Path) -> subprocess.Popen:
+    """``deepvis analyze demo --out out`` in a subprocess, returned once it is writing its outputs."""
+    process = _deepvis("analyze", "demo", "--out", str(out), "--quiet")
+    deadline = time.monotonic() + 120
+    while not any(p.name.endswith(".part") for p in out.parent.iterdir()):  # its staging folder is there
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)  # a few frames in
+    return process
+
+
 def test_analyze_skips_a_bad_file_of_a_folder_warns_and_lists_it(images, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["analyze", str(images), "--out", str(out), "--quiet"]) == 0
@@ -268,12 +279,7 @@ def test_interrupting_analyze_after_its_video_is_complete_keeps_the_earlier_run_
 
 def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path):
     out = tmp_path / "out"
-    process = _deepvis("analyze", "demo", "--out", str(out), "--quiet")
-    deadline = time.monotonic() + 120
-    while not any(p.name.endswith(".part") for p in tmp_path.iterdir()):  # the job is writing
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.1)
-    time.sleep(0.5)
+    process = _analyze_writing(out)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
@@ -312,3 +318,21 @@ def test_a_full_disk_while_writing_the_video_is_one_line(images, tmp_path, monke
     assert capsys.readouterr().err.strip() == f"deepvis: error: cannot write {tmp_path / 'out'}: the disk is full: " \
                                               "free some space or choose another --out"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_set_never_replaces_another_jobs_outputs(tmp_path):
+    with OutputSet(tmp_path / "out", "analyze") as files:
+        files.write_text("summary.json", "{}")
+    with pytest.raises(DeepvisError, match="holds the outputs of deepvis analyze"):
+        OutputSet(tmp_path / "out", "inspect")
+    assert _visible(tmp_path / "out") == ["summary.json"]
+
+
+def test_the_run_after_a_killed_one_removes_what_it_left(images, tmp_path):
+    out = tmp_path / "out"
+    process = _analyze_writing(out)
+    process.kill()  # SIGKILL: no cleanup at all
+    process.communicate(timeout=60)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]  # the killed run's staging folder
+    assert main(["analyze", str(images / "a.png"), "--out", str(out), "--quiet"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -216,7 +216,7 @@ def run_dream(input_spec: str, out: str | Path, config: Config, options: DreamOp
         if not any(cv2.haveImageReader(str(p)) for p in images):  # the header alone tells most bad files
             raise DeepvisError(f"no readable image in {path}: all {len(images)} files are damaged or not images "
                                "(use PNG or JPEG)")
-        check_output_folder(out)
+        check_output_folder(out, "dream")
     elif kind == "image":
         read_image(path)  # a missing or broken file is a one-line error before any work
     model = _torch_model(config)
