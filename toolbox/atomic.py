@@ -71,6 +71,21 @@ def check_parent_folders(path: str | os.PathLike) -> None:
             return
 
 
+def check_writable_folder(folder: str | os.PathLike, option: str = "--out") -> Path:
+    """``folder`` if files can be created in it (or in the nearest existing folder above, where it will
+    be made), checked by creating and removing a temporary file; else a one-line DeepvisError. Creates nothing."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise DeepvisError(f"{option} {folder} is a file, not a folder: give a folder name")
+    check_parent_folders(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    probe = part_name(existing / "write-test")
+    with user_write_errors(folder):
+        os.close(create_exclusive(probe))
+        probe.unlink()
+    return folder
+
+
 def _umask() -> int:
     """The process umask, read without changing it (Linux), else by setting and restoring it."""
     with contextlib.suppress(OSError, ValueError):

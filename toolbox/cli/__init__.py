@@ -70,15 +70,22 @@ def cmd_inspect(args) -> int:
 def cmd_live(args) -> int:
     from toolbox.app.live import LiveOptions, run_live
 
+    from toolbox.atomic import check_writable_folder
+
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
                           max_frames=args.max_frames)
     # --threads sets the live compute thread's count; capture and display run beside it
-    run_live(args.source, _config(args, **{"live.torch_threads": args.threads}), options)
+    config = _config(args, **{"live.torch_threads": args.threads})
+    for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
+        check_writable_folder(folder)  # before the window opens, so that a snapshot cannot fail later
+    app = run_live(args.source, config, options)
+    if app.failure:
+        print(f"deepvis: error: {app.failure}", file=sys.stderr)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(app.exit_code)
 
 
 def cmd_dream(args) -> int:

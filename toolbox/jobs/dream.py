@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from toolbox.analysis.dream import DreamEngine, DreamSettings, LayerTerm, LiveDreamer, default_layers, dream, preset
-from toolbox.analysis.dream.octaves import detail_sizes, resize_sizes
+from toolbox.analysis.optimise.octaves import detail_sizes, resize_sizes
 from toolbox.atomic import atomic_path, user_write_errors, write_image
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
@@ -213,7 +213,10 @@ def run_dream(input_spec: str, out: str | Path, config: Config, options: DreamOp
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DeepvisError(f"no images in folder {path} (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-        check_output_folder(out)
+        if not any(cv2.haveImageReader(str(p)) for p in images):  # the header alone tells most bad files
+            raise DeepvisError(f"no readable image in {path}: all {len(images)} files are damaged or not images "
+                               "(use PNG or JPEG)")
+        check_output_folder(out, "dream")
     elif kind == "image":
         read_image(path)  # a missing or broken file is a one-line error before any work
     model = _torch_model(config)
