@@ -78,12 +78,14 @@ def cmd_live(args) -> int:
     config = _config(args, **{"live.torch_threads": args.threads})
     for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
         check_writable_folder(folder)  # before the window opens, so that a snapshot cannot fail later
-    run_live(args.source, config, options)
+    app = run_live(args.source, config, options)
+    if app.failure:
+        print(f"deepvis: error: {app.failure}", file=sys.stderr)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(app.exit_code)
 
 
 def cmd_dream(args) -> int:
@@ -144,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")
     p.add_argument("source", nargs="?", default="0", help="camera index (default 0) | demo | video | images | URL")
-    _add_model_options(p)
+    _add_model_options(p, threads_help="CPU threads of the compute thread (default live.torch_threads, 1: "
+                       "capture and display need the other cores)")
     p.add_argument("--fast", action="store_true", help="files as fast as the model computes, not at their frame rate")
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
