@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import cv2
 import pytest
@@ -135,3 +136,17 @@ def test_two_threads_beside_two_busy_processes_are_not_many_times_slower_than_on
                          check=True)
     median = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
     assert median[2] < 5 * median[1], median
+
+
+def test_live_threads_option_sets_the_compute_threads_count(monkeypatch, restore_threads, tmp_path):
+    seen = {}
+
+    def run_live(source, config, options):
+        seen["config"] = config
+        return types.SimpleNamespace(failure=None, exit_code=0)
+
+    monkeypatch.setattr("toolbox.app.live.run_live", run_live)
+    monkeypatch.setattr(os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))  # the command ends with it
+    with pytest.raises(SystemExit):
+        main(["live", "demo", "--threads", "3", "--out", str(tmp_path)])
+    assert seen["config"].live.torch_threads == 3

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")
     p.add_argument("source", nargs="?", default="0", help="camera index (default 0) | demo | video | images | URL")
-    _add_model_options(p)
+    _add_model_options(p, threads_help="CPU threads of the compute thread (default live.torch_threads, 1: "
+                       "capture and display need the other cores)")
     p.add_argument("--fast", action="store_true", help="files as fast as the model computes, not at their frame rate")
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
