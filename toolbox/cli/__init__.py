@@ -59,10 +59,27 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _metric_names(spec: str) -> tuple[str, ...]:
+    """"all" or a comma list of faithfulness metric names."""
+    from toolbox.analysis.saliency.metrics import METRICS
+
+    if spec == "all":
+        return METRICS
+    names = tuple(m.strip() for m in spec.split(",") if m.strip())
+    for name in names:
+        if name not in METRICS:
+            raise DeepvisError(f"unknown metric '{name}': choose from {', '.join(METRICS)} or all")
+    return names
+
+
 def cmd_inspect(args) -> int:
     from toolbox.jobs.inspect import inspect
 
-    written = inspect(args.image, args.out, _config(args))
+    methods = None if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
+    metrics = () if args.metrics is None else _metric_names(args.metrics)
+    written = inspect(args.image, args.out, _config(args), methods=methods, metrics=metrics)
+    if metrics:
+        print(written["saliency/metrics"].read_text(), end="")
     print(f"wrote {len(written)} files under {args.out}")
     return 0
 
@@ -138,10 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     p.set_defaults(run=cmd_analyze)
 
-    p = sub.add_parser("inspect", help="predictions, filters and every layer's feature maps for one image")
+    p = sub.add_parser("inspect", help="predictions, filters, every layer's feature maps and every saliency map "
+                       "for one image")
     p.add_argument("image")
     p.add_argument("--out", required=True, help="output folder")
     _add_model_options(p)
+    p.add_argument("--methods", metavar="M1,M2", help="saliency methods to draw (default: all; deepvis inspect "
+                   "writes them in saliency/sheet.png)")
+    p.add_argument("--metrics", nargs="?", const="all", metavar="all|M1,M2",
+                   help="faithfulness of each map (deletion, insertion, road, average_drop, "
+                        "increase_in_confidence): prints and writes saliency/metrics.md and .json with the ranking")
     p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")
