@@ -54,7 +54,9 @@ def cmd_analyze(args) -> int:
     from toolbox.jobs.analyze import analyze
 
     config = _config(args, **{"analyze.every": args.every, "analyze.max_frames": args.max_frames})
-    outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency)
+    metrics = () if args.metrics is None else _metric_names(args.metrics)
+    outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency,
+                      metrics=metrics, metrics_every=args.metrics_every)
     print(f"wrote {outputs.video}, {outputs.frames}, {outputs.summary}")
     return 0
 
@@ -153,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--saliency", metavar="METHOD", help="show this saliency map over the input in the zoom pane: "
                    "gradient | guided | deconvnet | gradcam | guided_gradcam | input_x_gradient | smoothgrad | ...")
     _add_backend_options(p)
+    p.add_argument("--metrics", nargs="?", const="deletion", metavar="M1,M2|all",
+                   help="score the --saliency map's faithfulness per frame (default deletion; also insertion, road, "
+                        "average_drop, increase_in_confidence): frames.jsonl 'saliency_metrics', summary mean")
+    p.add_argument("--metrics-every", type=int, default=10, metavar="N",
+                   help="score every N-th processed frame (default 10; metrics cost many forward passes)")
     p.set_defaults(run=cmd_analyze)
 
     p = sub.add_parser("inspect", help="predictions, filters, every layer's feature maps and every saliency map "

@@ -6,6 +6,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from tqdm import tqdm
 
@@ -17,7 +18,8 @@ from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import (check_folder_name, check_max_frames, chosen_layer, describe_layer, layers_to_capture,
                                  model_from_config, require_4d, skipped_summary, warn_skipped)
-from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay
+from toolbox.analysis.saliency.metrics import METRICS, faithfulness
+from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay, top1_saliency
 from toolbox.jobs.units import write_top_patches
 from toolbox.models.receptive_field import receptive_field
 from toolbox.output_set import OutputSet, check_output_folder
@@ -34,11 +36,16 @@ class AnalyzeOutputs:
 
 
 def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: bool = True,
-            saliency: str | None = None) -> AnalyzeOutputs:
+            saliency: str | None = None, metrics: Sequence[str] = (), metrics_every: int = 10) -> AnalyzeOutputs:
     """Write ``out_dir``/annotated.mp4, frames.jsonl, summary.json and top_patches/ as one output set
     (toolbox.output_set): all of them appear when the run completes, none if it fails, and an
     earlier run's outputs in ``out_dir`` are replaced as a whole. Unreadable files of a folder
-    source are skipped with a warning and listed in the summary."""
+    source are skipped with a warning and listed in the summary.
+
+    metrics: faithfulness metrics (toolbox.analysis.saliency.metrics.METRICS) of the ``saliency`` map,
+    on every ``metrics_every``-th processed frame: frames.jsonl records of those frames get
+    "saliency_metrics" {"method", metric: value}, summary.json gets "saliency_metrics" {"method",
+    "metrics", "every", "frames" (how many were scored), "mean" {metric: mean}}."""
     out_dir = check_output_folder(check_folder_name(out_dir, "analyze", "annotated.mp4, frames.jsonl, summary.json"),
                                   "analyze")
     outputs = AnalyzeOutputs(out_dir / "annotated.mp4", out_dir / "frames.jsonl", out_dir / "summary.json")
@@ -46,6 +53,13 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
     every, limit = config.analyze.every, check_max_frames(config.analyze.max_frames)
     if every < 1:
         raise DeepvisError(f"--every must be 1 or more, not {every}")
+    if metrics and saliency is None:
+        raise DeepvisError("--metrics scores a saliency map: add --saliency METHOD (e.g. --saliency gradcam)")
+    if metrics_every < 1:
+        raise DeepvisError(f"--metrics-every must be 1 or more, not {metrics_every}")
+    for metric in metrics:
+        if metric not in METRICS:
+            raise DeepvisError(f"unknown metric '{metric}': choose from {', '.join(METRICS)}")
     source = open_source(source_spec)
     with source:
         model = model_from_config(config)
@@ -53,13 +67,15 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
         if saliency is not None:  # the method's heatmap over the input replaces the zoom pane
             check_saliency_choice(model, saliency)
         with user_write_errors(out_dir), OutputSet(out_dir, "analyze") as files:
-            summary = _analyze_into(files, source, source_spec, model, layer, config, progress, saliency, outputs)
+            scoring = (saliency, tuple(metrics), metrics_every) if metrics else None
+            summary = _analyze_into(files, source, source_spec, model, layer, config, progress, saliency, outputs,
+                                    scoring)
             files.write_json(outputs.summary.name, summary)
     return outputs
 
 
 def _analyze_into(files: OutputSet, source, source_spec: str, model, layer: str, config: Config, progress: bool,
-                  saliency: str | None, outputs: AnalyzeOutputs) -> dict:
+                  saliency: str | None, outputs: AnalyzeOutputs, scoring: tuple | None = None) -> dict:
     """Run the frames, writing the video, frames.jsonl and top patches into ``files``; -> the summary."""
     every, limit = config.analyze.every, config.analyze.max_frames
     layout, display = config.layout, config.display
@@ -73,6 +89,7 @@ def _analyze_into(files: OutputSet, source, source_spec: str, model, layer: str,
     forward_ms = []
     patches = None  # TopPatches for the layer, made at the first frame (needs the channel count)
     processed = skipped = 0
+    scored: list[dict[str, float]] = []
     with contextlib.ExitStack() as stack:
         analyser = stack.enter_context(make_frame_analyser(model, layers_to_capture(model, layer), config.model.backend,
                                                            provider_choice(config.model.device)))
@@ -97,7 +114,13 @@ def _analyze_into(files: OutputSet, source, source_spec: str, model, layer: str,
             status = (f"{source.name} | {model.name}{' (random weights)' if model.weights == 'random' else ''} | "
                       f"{analyser.provider_label} | {describe_layer(model, layer, act)} | "
                       f"channel {channel} mean {active[0][1]:.2f} | frame {frame.index} t={frame.timestamp:.2f}s")
-            zoom = saliency_overlay(model, result.view, saliency) if saliency is not None else None
+            zoom = scores = None
+            if saliency is not None:
+                x, target, saliency_raw = top1_saliency(model, result.view, saliency)
+                zoom = saliency_overlay(model, result.view, saliency, saliency=saliency_raw)
+                if scoring is not None and processed % scoring[2] == 0:
+                    scores = faithfulness(model.module, x, saliency_raw, target, scoring[1]).values
+                    scored.append(scores)
             window = render_window(WindowContent(result.view, act, channel, predictions, status, zoom=zoom), layout, display)
             video.write(window)
             record = {
@@ -109,6 +132,8 @@ def _analyze_into(files: OutputSet, source, source_spec: str, model, layer: str,
                 "layer": layer,
                 "top_channels": [{"channel": c, "mean": round(v, 6)} for c, v in active],
             }
+            if scores is not None:
+                record["saliency_metrics"] = {"method": saliency, **{k: round(v, 6) for k, v in scores.items()}}
             records.write(json.dumps(record) + "\n")
             top1[predictions[0].label] += 1
             forward_ms.append(result.forward_ms)
@@ -124,7 +149,7 @@ def _analyze_into(files: OutputSet, source, source_spec: str, model, layer: str,
         provider = analyser.provider_label
     if patches is not None:
         write_top_patches(patches, files, layer)
-    return {
+    summary = {
         "source": source_spec,
         "model": model.name,
         "weights": model.weights,
@@ -139,3 +164,8 @@ def _analyze_into(files: OutputSet, source, source_spec: str, model, layer: str,
         "top1_counts": dict(top1.most_common()),
         "mean_forward_ms": round(sum(forward_ms) / len(forward_ms), 3),
     }
+    if scoring is not None:
+        summary["saliency_metrics"] = {
+            "method": scoring[0], "metrics": list(scoring[1]), "every": scoring[2], "frames": len(scored),
+            "mean": {k: round(sum(s[k] for s in scored) / len(scored), 6) for k in scoring[1]} if scored else {}}
+    return summary

@@ -127,10 +127,21 @@ def check_saliency_choice(model: LoadedModel, method: str) -> str:
     return method
 
 
-def saliency_overlay(model: LoadedModel, view: np.ndarray, method: str, style: HeatmapStyle | None = None) -> np.ndarray:
-    """(S, S, 3) uint8 BGR: ``method``'s map for the top-1 class over the model view (Grad-CAM at the
-    deepest visualisable layer), in ``style`` (None: the method's own); the annotated video shows it in
-    the zoom pane."""
+def top1_saliency(model: LoadedModel, view: np.ndarray, method: str):
+    """(x (1, 3, S, S), resolved top-1 ClassTarget, raw map) for the model view ``view``, CAMs at the
+    deepest visualisable layer."""
+    x = model.input_tensor(view)
+    with torch.inference_mode():
+        target = resolve_top1(ClassTarget(), model.module(x))
     layer = model.layers[-1] if METHODS[method].needs_layer else None
-    saliency = saliency_map(model, model.input_tensor(view), method, None, layer=layer)
+    return x, target, saliency_map(model, x, method, target, layer=layer)
+
+
+def saliency_overlay(model: LoadedModel, view: np.ndarray, method: str, style: HeatmapStyle | None = None,
+                     saliency: torch.Tensor | None = None) -> np.ndarray:
+    """(S, S, 3) uint8 BGR: ``method``'s map (``saliency``, or computed: top-1 class, CAMs at the deepest
+    visualisable layer) over the model view, in ``style`` (None: the method's own); the annotated
+    video shows it in the zoom pane."""
+    if saliency is None:
+        saliency = top1_saliency(model, view, method)[2]
     return render_heatmap(saliency, view, style or method_style(method))
