@@ -13,6 +13,7 @@ from toolbox.jobs.common import chosen_layer, describe_layer, layers_to_capture,
 from toolbox.jobs.saliency_maps import write_saliency_maps
 from toolbox.render.filters import filter_grid
 from toolbox.render.mosaic import channel_mosaic, mosaic_geometry
+from toolbox.render.text import titled_image
 from toolbox.render.window import WindowContent, render_window
 from toolbox.sources import Frame, read_image
 
@@ -48,13 +49,17 @@ def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict
     window = render_window(WindowContent(result.view, act, channel, predictions, status), config.layout, config.display)
     written["window"] = write_image(out_dir / "window.png", window)
     conv_name, conv = first_conv(model.module)
-    written["filters"] = write_image(out_dir / "filters.png", filter_grid(conv.weight, 512, 512))
+    filters = titled_image(filter_grid(conv.weight, 512, 512),
+                           f"{conv_name}: {conv.out_channels} RGB filters, channel 0 top left, row by row")
+    written["filters"] = write_image(out_dir / "filters.png", filters)
     for i, name in enumerate(model.layers):
         a = result.activations[name]
         if a.dim() != 3:
             continue
         geometry = mosaic_geometry(a.shape[0], a.shape[1], a.shape[2], SHEET_PANE, SHEET_PANE)
         sheet = channel_mosaic(a, geometry, config.display.normalisation, config.display.colormap)
+        sheet = titled_image(sheet, f"{name} {tuple(a.shape)}: {a.shape[0]} channels, 0 top left, "
+                             f"{geometry.cols} per row", scale=0.6)
         written[f"features/{name}"] = write_image(out_dir / "features" / f"{i:02d}_{name}.png", sheet)
     written.update(write_saliency_maps(model, result.view, out_dir / "saliency"))
     return written

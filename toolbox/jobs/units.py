@@ -14,6 +14,7 @@ from toolbox.atomic import write_image, write_json
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import chosen_layer, model_from_config
+from toolbox.render.text import titled_image
 from toolbox.render.unit_column import patch_montage
 
 
@@ -76,11 +77,13 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
 
 
 def write_top_patches(tracker: TopPatches, out_dir: str | Path, layer: str, tile: int = 64) -> Path:
-    """``out_dir``/top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row) and
+    """``out_dir``/top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row, under a
+    title naming layer and channel) and
     ``out_dir``/top_patches.json (layer, receptive field, per channel: value, frame, y, x, box)."""
     out_dir = Path(out_dir)
     stem = layer.replace("/", "_")
     for channel in range(tracker.channels):
         crops = [p.image for p in tracker.patches(channel)]
-        write_image(out_dir / "top_patches" / f"{stem}_{channel:04d}.png", patch_montage(crops, tile))
+        montage = titled_image(patch_montage(crops, tile), f"{layer} ch {channel}: top {len(crops)}", scale=0.4)
+        write_image(out_dir / "top_patches" / f"{stem}_{channel:04d}.png", montage)
     return write_json(out_dir / "top_patches.json", {"layer": layer, **tracker.summary()})
