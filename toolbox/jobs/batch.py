@@ -191,28 +191,30 @@ def _reachable(address: str, timeout: float = 3.0) -> bool:
 
 
 def connect_ray(address: str, cpus: int | None):
-    """ray.init for ``address`` ("local": a new local Ray with ``cpus`` CPUs). An unreachable
-    cluster is a DeepvisError at once (ray.init itself would retry for minutes)."""
+    """ray.init for ``address`` ("local": a new local Ray with ``cpus`` CPUs); a session this process
+    already holds is reused. An unreachable cluster is a DeepvisError at once (ray.init itself would
+    retry for minutes)."""
     ray = import_ray()
+    if address != "local":
+        resolved = address
+        if address == "auto":
+            resolved = os.environ.get("RAY_ADDRESS") or _current_cluster_address()
+            if resolved is None:
+                raise DeepvisError("--ray auto found no running Ray cluster: start one (ray start --head) "
+                                   "or give its address, or use --ray alone for a local one")
+        if not _reachable(resolved):
+            raise DeepvisError(f"cannot reach a Ray cluster at {address}: check the address and that the cluster "
+                               "is running (ray status), or use --ray alone for a local one")
     if ray.is_initialized():
         return ray
     options = dict(log_to_driver=False, include_dashboard=False, configure_logging=False)
-    if address == "local":
-        ray.init(num_cpus=cpus, **options)
-        return ray
-    resolved = address
-    if address == "auto":
-        resolved = os.environ.get("RAY_ADDRESS") or _current_cluster_address()
-        if resolved is None:
-            raise DeepvisError("--ray auto found no running Ray cluster: start one (ray start --head) "
-                               "or give its address, or use --ray alone for a local one")
-    if not _reachable(resolved):
-        raise DeepvisError(f"cannot reach a Ray cluster at {address}: check the address and that the cluster "
-                           "is running (ray status), or use --ray alone for a local one")
     try:
-        ray.init(address=address, **options)
+        if address == "local":
+            ray.init(num_cpus=cpus, **options)
+        else:
+            ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise DeepvisError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
+        raise DeepvisError(f"cannot start or join Ray at {address}: {str(error).splitlines()[0]}") from None
     return ray
 
 
