@@ -12,7 +12,7 @@ from sklearn.metrics.pairwise import cosine_distances
 from toolbox.analysis.frame_stats import (dominant_class, most_active_channels, most_confident_frame, rows_normalised,
                                           timeline_classes)
 from toolbox.analysis.shots import (Shot, adaptive_threshold, consecutive_cosine_distances, pooled_features,
-                                    shot_starts, shots_from_starts)
+                                    detect_shot_starts, shots_from_starts)
 from toolbox.analysis.top_patches import TopPatches
 from toolbox.models.receptive_field import ReceptiveField
 
@@ -49,13 +49,14 @@ def test_adaptive_threshold_is_median_plus_k_robust_deviations_but_never_below_t
 
 def test_shot_starts_finds_every_cut_and_nothing_in_noise():
     features = noisy_shots([15, 9, 22])
-    assert shot_starts(features) == [0, 15, 24]
-    assert shot_starts(noisy_shots([40])) == [0]
+    assert detect_shot_starts(features) == [0, 15, 24]
+    assert detect_shot_starts(noisy_shots([40])) == [0]
+    assert detect_shot_starts(np.zeros((0, 3))) == []
 
 
 def test_a_cut_with_raised_neighbours_is_reported_once():
     d_features = np.array([[1, 0, 0], [1, 0, 0], [1, 0.6, 0], [0, 1, 0], [0, 1, 0.6], [0, 1, 0]], float)
-    assert shot_starts(d_features, floor=0.05) == [0, 3]
+    assert detect_shot_starts(d_features, floor=0.05) == [0, 3]
 
 
 def test_shots_from_starts_cover_the_sequence_without_overlap():

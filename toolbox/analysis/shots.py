@@ -48,14 +48,10 @@ def adaptive_threshold(distances: np.ndarray, k: float = THRESHOLD_K, floor: flo
     return max(floor, median + k * 1.4826 * mad)
 
 
-def shot_starts(features: np.ndarray, k: float = THRESHOLD_K, floor: float = THRESHOLD_FLOOR) -> list[int]:
-    """(T, D) features of consecutive frames -> positions (0..T-1) where a shot starts; always
-    begins with 0 (for T > 0). Position t starts a shot when the distance from t-1 to t exceeds the
-    adaptive threshold and is at least its neighbouring distances."""
-    distances = consecutive_cosine_distances(features)
-    if len(features) == 0:
-        return []
-    threshold = adaptive_threshold(distances, k, floor)
+def shot_starts(distances: np.ndarray, threshold: float) -> list[int]:
+    """(T-1,) consecutive feature distances of T frames -> positions (0..T-1) where a shot starts,
+    beginning with 0. Position t starts a shot when the distance from t-1 to t exceeds
+    ``threshold`` and is at least its left neighbour and above its right one (one cut, one start)."""
     starts = [0]
     for i, d in enumerate(distances):
         left = distances[i - 1] if i > 0 else -np.inf
@@ -63,6 +59,15 @@ def shot_starts(features: np.ndarray, k: float = THRESHOLD_K, floor: float = THR
         if d > threshold and d >= left and d > right:
             starts.append(i + 1)
     return starts
+
+
+def detect_shot_starts(features: np.ndarray, k: float = THRESHOLD_K, floor: float = THRESHOLD_FLOOR) -> list[int]:
+    """(T, D) features of consecutive frames -> shot start positions with the adaptive threshold
+    ([] for no frames)."""
+    if len(features) == 0:
+        return []
+    distances = consecutive_cosine_distances(features)
+    return shot_starts(distances, adaptive_threshold(distances, k, floor))
 
 
 @dataclass(frozen=True)

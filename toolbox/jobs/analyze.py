@@ -277,7 +277,7 @@ def finish_video(plan: VideoPlan, segments: list[SegmentResult], folder: str | P
     times = np.array([r["time"] for r in records], np.float64)
     distances = consecutive_cosine_distances(features)
     threshold = adaptive_threshold(distances)
-    shots = shots_from_starts(shot_starts(features), len(records))
+    shots = shots_from_starts(shot_starts(distances, threshold), len(records))
     model = model_from_config(config)
     layer = records[0]["layer"]
     with open(folder / "frames.jsonl", "w") as out:
@@ -289,14 +289,7 @@ def finish_video(plan: VideoPlan, segments: list[SegmentResult], folder: str | P
                         layers=np.array(segments[0].layers), feature_distances=distances,
                         shot_threshold=np.float64(threshold))
     frame_step = plan.every / plan.fps
-    shot_rows = []
-    for n, shot in enumerate(shots):
-        key = most_confident_frame(probabilities, shot)
-        shot_rows.append({"start": round(float(times[shot.first]), 4),
-                          "end": round(float(times[shot.last] + frame_step), 4),
-                          "top1": model.categories[dominant_class(probabilities, shot)],
-                          "first_frame": records[shot.first]["index"], "last_frame": records[shot.last]["index"],
-                          "key_frame": records[key]["index"]})
+    shot_rows = [_shot_row(shot, records, probabilities, model.categories, frame_step) for shot in shots]
     moments = _write_key_moments(plan, model, shot_rows, records, folder)
     if segments[0].patches is not None:
         tracker = TopPatches.merged(receptive_field(model, layer), [s.patches for s in segments], len(records))
@@ -330,6 +323,15 @@ def finish_video(plan: VideoPlan, segments: list[SegmentResult], folder: str | P
     })
     build_report(folder)
     return folder
+
+
+def _shot_row(shot, records: list[dict], probabilities: np.ndarray, categories, frame_step: float) -> dict:
+    """summary.json's entry for a shot: start and end (s), dominant class, first, last and key frame."""
+    return {"start": round(records[shot.first]["time"], 4),
+            "end": round(records[shot.last]["time"] + frame_step, 4),
+            "top1": categories[dominant_class(probabilities, shot)],
+            "first_frame": records[shot.first]["index"], "last_frame": records[shot.last]["index"],
+            "key_frame": records[most_confident_frame(probabilities, shot)]["index"]}
 
 
 def _join_video_parts(parts: list[Path], final: Path) -> None:

@@ -47,7 +47,7 @@ def frame_table(summary: dict, series: dict[str, np.ndarray], records: list[dict
     feature change from the previous frame, mean activation of the chosen layer."""
     layer = summary["layer"]
     columns = ["frame", "time_s", "shot", "top1", "p1", "top2", "p2", "top3", "p3", "feature_change",
-               f"mean_{layer}"]
+               f"{layer} mean"]
     first_frames = [s["first_frame"] for s in summary["shots"]]
     distances = series["feature_distances"]
     channel_means = series["channel_means"]
