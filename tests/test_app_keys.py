@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolbox.app.keys import NAMED_KEYS, key_code, load_key_table
+from toolbox.app.keys import NAMED_KEYS, ShiftedKeys, key_code, key_label, load_key_table
 from toolbox.app.state import ACTIONS
 from toolbox.errors import DeepvisError
 
@@ -51,9 +51,8 @@ def test_an_unknown_action_is_refused(tmp_path):
         load_key_table(write(tmp_path, "fly: {keys: [y], help: take off}\n"))
 
 
-def test_upper_case_and_unknown_key_names_are_refused():
-    with pytest.raises(DeepvisError, match="upper-case"):
-        key_code("Q")
+def test_upper_case_letters_are_shift_letters_and_unknown_key_names_are_refused():
+    assert key_code("N") == 78 and key_label(78) == "Shift+n"
     with pytest.raises(DeepvisError, match="unknown key name"):
         key_code("Hyper")
 
@@ -67,3 +66,13 @@ def test_modifier_bits_above_16_bits_are_ignored_and_no_key_maps_to_nothing():
     table = load_key_table("keys.yaml")
     assert table.action_for(0x100000 | ord("q")) == "quit"
     assert table.action_for(-1) is None and table.action_for(ord("y")) is None
+
+
+def test_a_letter_right_after_a_shift_event_is_read_as_upper_case():
+    shifted = ShiftedKeys(hold_s=1.0)
+    assert shifted(65505, now=10.0) is None  # Qt reports Shift as a key of its own
+    assert shifted(ord("n"), now=10.2) == ord("N")
+    assert shifted(ord("n"), now=10.3) == ord("n")  # the Shift event is used up
+    assert shifted(65506, now=11.0) is None and shifted(ord("m"), now=12.5) == ord("m")  # too late
+    assert shifted(65505, now=13.0) is None and shifted(65361, now=13.1) == 65361  # not a letter
+    assert shifted(ord("N"), now=14.0) == ord("N")  # a backend that reports 'N' itself

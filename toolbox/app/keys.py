@@ -21,6 +21,8 @@ NAMED_KEYS = {
     **{f"F{n}": 65469 + n for n in range(1, 13)},
 }
 KEY_NAMES = {code: name for name, code in NAMED_KEYS.items()}
+SHIFT_CODES = (65505, 65506)  # Shift_L, Shift_R: OpenCV's Qt window reports them as keys of their own
+SHIFT_HOLD_S = 1.5  # a letter this soon after a Shift event is read as its upper case
 SHORT_NAMES = {"PageUp": "PgUp", "PageDown": "PgDn", "Escape": "Esc", "BackSpace": "Bksp", "space": "Space"}
 
 
@@ -34,10 +36,7 @@ def key_code(key: str | int) -> int:
     if key in NAMED_KEYS:
         return NAMED_KEYS[key]
     if len(key) == 1 and 32 < ord(key) < 127:
-        if key.isupper():
-            raise DeepvisError(f"key '{key}': upper-case letters cannot be told from lower-case in the "
-                               f"OpenCV window; bind '{key.lower()}' or a named key")
-        return ord(key)
+        return ord(key)  # upper-case letters arrive through ShiftedKeys
     raise DeepvisError(f"unknown key name '{key}' (use one character or one of {', '.join(NAMED_KEYS)})")
 
 
@@ -46,7 +45,33 @@ def key_label(code: int) -> str:
     if code in KEY_NAMES:
         name = KEY_NAMES[code]
         return SHORT_NAMES.get(name, name)
+    if ord("A") <= code <= ord("Z"):
+        return f"Shift+{chr(code).lower()}"
     return chr(code) if 32 < code < 127 else str(code)
+
+
+class ShiftedKeys:
+    """waitKeyEx codes -> codes with upper-case letters.
+
+    OpenCV's Qt window never reports an upper-case letter: Shift+n arrives as a Shift event (65505)
+    followed by 'n'. A letter that follows a Shift event within ``SHIFT_HOLD_S`` seconds becomes its
+    upper-case code ('N' = 78); backends that report 'N' themselves (GTK) pass through unchanged.
+    """
+
+    def __init__(self, hold_s: float = SHIFT_HOLD_S):
+        self.hold_s = hold_s
+        self._shift_at: float | None = None
+
+    def __call__(self, code: int, now: float) -> int | None:
+        """The code to act on, or None for the Shift event itself."""
+        if code & 0xFFFF in SHIFT_CODES:
+            self._shift_at = now
+            return None
+        shifted = self._shift_at is not None and now - self._shift_at <= self.hold_s
+        self._shift_at = None
+        if shifted and ord("a") <= code <= ord("z"):
+            return code - 32
+        return code
 
 
 @dataclass(frozen=True)

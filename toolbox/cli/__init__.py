@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -55,12 +56,13 @@ def cmd_analyze(args) -> int:
     config = _config(args, **{"analyze.every": args.every, "analyze.max_frames": args.max_frames})
     if args.ray is not None:
         import_ray()  # says how to install it before any work
-    if args.threads < 1 or (args.workers is not None and args.workers < 1):
-        raise DeepvisError("--threads and --workers must be 1 or more")
+    if args.workers is not None and args.workers < 1:
+        raise DeepvisError(f"--workers must be 1 or more, not {args.workers}")
+    task_threads = args.threads or 1  # under --ray: threads per task (the workers run side by side)
     sources = archive_sources(args.source)
     if sources is not None:
         outcomes = analyze_archive(args.source, sources, args.out, config, saliency=args.saliency,
-                                   ray_address=args.ray, workers=args.workers, threads=args.threads,
+                                   ray_address=args.ray, workers=args.workers, threads=task_threads,
                                    segment_seconds=args.segment_seconds, progress=not args.quiet)
         failed = [o for o in outcomes if o.status == "failed"]
         skipped = sum(o.status == "skipped" for o in outcomes)
@@ -71,7 +73,7 @@ def cmd_analyze(args) -> int:
                                f"{failed[0].error} (all listed in {os.path.join(args.out, 'index.html')})")
         return 0
     if args.ray is not None:
-        folder = analyze_on_ray(args.source, args.out, config, args.saliency, args.ray, args.workers, args.threads,
+        folder = analyze_on_ray(args.source, args.out, config, args.saliency, args.ray, args.workers, task_threads,
                                 args.segment_seconds, progress=not args.quiet)
         print(f"wrote {folder}/report.html, annotated.mp4, frames.jsonl, summary.json")
         return 0
@@ -94,14 +96,22 @@ def cmd_inspect(args) -> int:
 def cmd_live(args) -> int:
     from toolbox.app.live import LiveOptions, run_live
 
+    from toolbox.atomic import check_writable_folder
+
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
                           max_frames=args.max_frames)
-    run_live(args.source, _config(args), options)
+    # --threads sets the live compute thread's count; capture and display run beside it
+    config = _config(args, **{"live.torch_threads": args.threads})
+    for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
+        check_writable_folder(folder)  # before the window opens, so that a snapshot cannot fail later
+    app = run_live(args.source, config, options)
+    if app.failure:
+        print(f"deepvis: error: {app.failure}", file=sys.stderr)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(app.exit_code)
 
 
 def cmd_dream(args) -> int:
@@ -109,9 +119,13 @@ def cmd_dream(args) -> int:
 
     options = DreamOptions(preset=args.preset, layers=args.layers, octaves=args.octaves, scale=args.scale,
                            steps=args.steps, step_size=args.step_size, tile=args.tile, seed=args.seed,
-                           max_frames=args.max_frames)
-    written = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
-    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}")
+                           max_frames=args.max_frames, **({} if args.max_side is None else {"max_side": args.max_side}))
+    run = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
+    for note in run.notes:
+        print(f"deepvis: {note}")
+    written = run.written
+    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}"
+          + (f"; skipped {len(run.skipped)} unreadable: {', '.join(s['file'] for s in run.skipped)}" if run.skipped else ""))
     return 0
 
 
@@ -153,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run the videos as Ray tasks: alone, a local Ray; 'auto' or ray://host:port an existing "
                    "cluster (needs pip install 'deepvis[ray]')")
-    p.add_argument("--workers", type=int, help="--ray local: tasks at once (default: one per core / --threads)")
-    p.add_argument("--threads", type=int, default=1, help="--ray: CPU threads each task declares and uses (default 1)")
+    p.add_argument("--workers", type=int, help="--ray local: tasks at once (default: one per core / --threads; "
+                   "under --ray, --threads is what each task declares and uses, default 1)")
     p.add_argument("--segment-seconds", type=float, help="split each video into stretches this long, reached by "
                    "seeking (--ray default 300); the report is the same as unsplit")
     _add_backend_options(p)
@@ -168,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")
     p.add_argument("source", nargs="?", default="0", help="camera index (default 0) | demo | video | images | URL")
-    _add_model_options(p)
+    _add_model_options(p, threads_help="CPU threads of the compute thread (default live.torch_threads, 1: "
+                       "capture and display need the other cores)")
     p.add_argument("--fast", action="store_true", help="files as fast as the model computes, not at their frame rate")
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
@@ -189,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="tile side in pixels (default: untiled while the image fits)")
     p.add_argument("--seed", type=int, help="random seed of the jitter (same seed, same dream)")
     p.add_argument("--max-frames", type=int, help="video: stop after N frames")
+    p.add_argument("--max-side", type=int, help="dream with the long side at most this many pixels, "
+                   "then resize back (default 1024; 0: full size, slow and memory-hungry for large photos)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_dream)
 
@@ -209,14 +226,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt so that the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _job_signals():
+    """SIGTERM cleans up like Ctrl-C (exit 143); SIGXFSZ (``ulimit -f``) is ignored so that a write
+    past the limit fails with EFBIG, a one-line error, instead of killing the process mid-file.
+    The previous handlers come back afterwards (main() called in-process, as the tests do)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+    wanted = {signal.SIGTERM: _raise_terminated}
+    if hasattr(signal, "SIGXFSZ"):
+        wanted[signal.SIGXFSZ] = signal.SIG_IGN
+    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # before the first large tensor (toolbox.runtime)
     try:
-        return args.run(args)
+        with _job_signals():
+            return args.run(args)
     except DeepvisError as error:
         print(f"deepvis: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as error:  # a write the machine refused (disk full, size limit, read-only) not caught nearer
+        from toolbox.atomic import write_failure
+
+        failure = write_failure(error.filename or "an output file", error)
+        if failure is None:
+            raise
+        print(f"deepvis: error: {failure}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Terminated:
+        print("deepvis: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("deepvis: interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ far within the segment.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -30,29 +31,32 @@ import numpy as np
 from tqdm import tqdm
 
 from toolbox.analysis.activations import layer_means, most_active_channels, top_predictions
+from toolbox.analysis.backend_choice import make_frame_analyser, provider_choice
 from toolbox.analysis.frame_stats import dominant_class, most_active_channels as most_active_over_time
 from toolbox.analysis.frame_stats import most_confident_frame
-from toolbox.analysis.onnx_frame_analysis import make_frame_analyser, provider_choice
 from toolbox.analysis.shots import (adaptive_threshold, consecutive_cosine_distances, pooled_features, shot_starts,
                                     shots_from_starts)
 from toolbox.analysis.top_patches import Patch, TopPatches
 from toolbox.analysis.unit_cache import UnitCache
 from toolbox.analysis.unitvis import preset
-from toolbox.atomic import write_image, write_json
+from toolbox.atomic import user_write_errors
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
-from toolbox.jobs.common import chosen_layer, describe_layer, layers_to_capture, model_from_config, require_4d
+from toolbox.jobs.common import (check_folder_name, check_max_frames, chosen_layer, describe_layer, layers_to_capture,
+                                 model_from_config, require_4d, skipped_summary, warn_skipped)
 from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay
 from toolbox.jobs.units import write_top_patches
 from toolbox.models.receptive_field import receptive_field
-from toolbox.output_set import OutputSet
+from toolbox.output_set import OutputSet, check_output_folder
 from toolbox.render.panes import labelled_pane, scale_to_fit
 from toolbox.render.text import titled_image
 from toolbox.render.unit_column import unit_column
 from toolbox.render.window import WindowContent, render_window
 from toolbox.sources import open_source
+from toolbox.video_file import VideoOutput
 
 SERIES = "series.npz"
+PARTS = ".parts"  # inside the staging folder: the segments' video parts until they are joined
 KEY_MOMENT_SALIENCY = "gradcam"  # the key moments' overlay when --saliency names none
 REPORT_UNITS = 16  # most active channels listed in the report
 PATCH_TILE = 64  # pixels per top-patch tile in the montages
@@ -110,6 +114,7 @@ class SegmentResult:
     video_part: str
     backend: str
     wall_s: float
+    skipped: list[dict]  # files of a folder source passed over as unreadable
 
 
 def check_model_options(config: Config, saliency: str | None = None) -> None:
@@ -125,11 +130,9 @@ def plan_video(source_spec: str, config: Config, saliency: str | None = None,
     """Open the source (a DeepvisError if it cannot be read) and split its frames into segments of
     about ``segment_seconds`` (None: one segment). A source that cannot seek (camera, stream) or
     whose length is unknown is never split."""
-    every, limit = config.analyze.every, config.analyze.max_frames
+    every, limit = config.analyze.every, check_max_frames(config.analyze.max_frames)
     if every < 1:
-        raise DeepvisError("analyze.every must be 1 or more")
-    if limit is not None and limit < 1:
-        raise DeepvisError("--max-frames must be 1 or more")
+        raise DeepvisError(f"--every must be 1 or more, not {every}")
     if segment_seconds is not None and segment_seconds <= 0:
         raise DeepvisError(f"--segment-seconds {segment_seconds} must be more than 0")
     with open_source(source_spec) as source:
@@ -151,36 +154,32 @@ def _unit_settings(config: Config):
 def analyze_segment(plan: VideoPlan, segment: int, config: Config, video_part: str | Path,
                     progress: bool = False) -> SegmentResult:
     """Analyse the plan's ``segment``-th stretch of frames; the rendered window frames go to
-    ``video_part`` (written under a temporary name first, so a retried segment overwrites cleanly)."""
+    ``video_part`` (written under a temporary name first and checked, so a retried segment
+    overwrites cleanly)."""
     start_time = time.perf_counter()
     start, stop = plan.segments[segment]
     model = model_from_config(config)
     layer = chosen_layer(model, config.model.layer)
-    layout, display = config.layout, config.display
-    side = layout.panes.get("side")
-    zoom = layout.panes.get("zoom")
-    unit_cache, settings = UnitCache(), _unit_settings(config)
-    synthetic: dict[int, np.ndarray | None] = {}
+    layout = config.layout
+    panes = _Panes(model, layer, config, plan.saliency)
     records, probabilities, features, channel_rows, layer_rows, forward_ms = [], [], [], [], [], []
     patches: TopPatches | None = None
-    layers = model.layers
     video_part = Path(video_part)
     video_tmp = video_part.with_name(f".{video_part.stem}.{os.getpid()}.part{video_part.suffix}")
-    expected = _expected_frames(plan, start, stop)
+    skipped = 0
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(plan.source))
         if start > 0:
             source.seek(start)
         analyser = stack.enter_context(make_frame_analyser(model, layers_to_capture(model, layer), config.model.backend,
                                                            provider_choice(config.model.device)))
-        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), plan.fps / plan.every,
-                                 (layout.width, layout.height))
-        if not writer.isOpened():
-            raise DeepvisError(f"cannot write video {video_part}: check that the folder is writable")
-        stack.callback(writer.release)
-        bar = stack.enter_context(tqdm(total=expected, unit="frame", disable=not progress or None,
-                                       desc=f"analyze {plan.name}"))
+        video = VideoOutput(video_tmp, plan.fps / plan.every, (layout.width, layout.height), name=video_part)
+        stack.callback(video.close)
+        stack.callback(video_tmp.unlink, missing_ok=True)  # a no-op once it has been renamed
+        bar = stack.enter_context(tqdm(total=_expected_frames(plan, start, stop), unit="frame",
+                                       disable=not progress or None, desc=f"analyze {plan.name}"))
         for frame in source:
+            skipped = warn_skipped(source, skipped)
             if stop is not None and frame.index >= stop:
                 break
             if frame.index % plan.every:
@@ -192,43 +191,60 @@ def analyze_segment(plan: VideoPlan, segment: int, config: Config, video_part: s
                 patches = TopPatches(receptive_field(model, layer), act.shape[0])
             if patches is not None:
                 patches.update(result.view, act, frame.index)
-            predictions = top_predictions(result.logits, model.categories, display.top_k)
+            predictions = top_predictions(result.logits, model.categories, config.display.top_k)
             active = most_active_channels(act, 5)
-            channel = active[0][0]
-            status = (f"{plan.name} | {model.name} | {analyser.provider_label} | {describe_layer(model, layer, act)} | "
-                      f"channel {channel} mean {active[0][1]:.2f} | frame {frame.index} t={frame.timestamp:.2f}s")
-            zoom_image = None
-            if plan.saliency is not None and zoom is not None:
-                overlay = saliency_overlay(model, result.view, plan.saliency)
-                zoom_image = labelled_pane(overlay, f"{_method_title(plan.saliency)}: {predictions[0].label}",
-                                           zoom.h, zoom.w)
-            side_image = None
-            if side is not None:
-                if channel not in synthetic:
-                    synthetic[channel] = unit_cache.get(model, layer, channel, settings)
-                crops = [p.image for p in patches.patches(channel)] if patches is not None else []
-                side_image = unit_column(synthetic[channel], crops, side.h, side.w, title=f"{layer} ch {channel}")
-            window = render_window(WindowContent(result.view, act, channel, predictions, status, side=side_image,
-                                                 zoom=zoom_image), layout, display)
-            writer.write(window)
+            status = (f"{plan.name} | {model.name}{' (random weights)' if model.weights == 'random' else ''} | "
+                      f"{analyser.provider_label} | {describe_layer(model, layer, act)} | "
+                      f"channel {active[0][0]} mean {active[0][1]:.2f} | frame {frame.index} t={frame.timestamp:.2f}s")
+            video.write(panes.window(result.view, act, active[0][0], predictions, status, patches))
             records.append(_record(frame, predictions, result.activations, layer, active))
             probabilities.append(result.logits.float().softmax(-1).cpu().numpy())
             features.append(pooled_features(result.activations[model.layers[-1]]))
             channel_rows.append(act.float().mean(dim=(-2, -1)).cpu().numpy())
-            layer_rows.append([records[-1]["layer_means"][name] for name in layers])
+            layer_rows.append([records[-1]["layer_means"][name] for name in model.layers])
             forward_ms.append(result.forward_ms)
             bar.update(1)
             if stop is None and plan.max_frames is not None and len(records) >= plan.max_frames:
                 break
-        backend = analyser.provider_label
-    if not records:
-        video_tmp.unlink(missing_ok=True)
-        raise DeepvisError(f"source {plan.source} delivered no frames")
-    os.replace(video_tmp, video_part)
+        warn_skipped(source, skipped)
+        if not records:
+            raise DeepvisError(f"source {plan.source} delivered no frames")
+        video.finish()
+        os.replace(video_tmp, video_part)
+        backend, skipped_files = analyser.provider_label, skipped_summary(source)
     return SegmentResult(records, np.stack(probabilities).astype(np.float32), np.stack(features),
-                         np.stack(channel_rows).astype(np.float32), np.asarray(layer_rows, np.float32), list(layers),
-                         _compact_patches(patches), forward_ms, str(video_part), backend,
-                         time.perf_counter() - start_time)
+                         np.stack(channel_rows).astype(np.float32), np.asarray(layer_rows, np.float32),
+                         list(model.layers), _compact_patches(patches), forward_ms, str(video_part), backend,
+                         time.perf_counter() - start_time, skipped_files)
+
+
+class _Panes:
+    """The annotated video's window for one frame: the live window's panes, with the side column
+    (the unit's cached picture and its top-9 so far) and, with a saliency method, its map filling
+    the zoom pane under the method's name."""
+
+    def __init__(self, model, layer: str, config: Config, saliency: str | None):
+        self.model, self.layer, self.config, self.saliency = model, layer, config, saliency
+        self.side, self.zoom = config.layout.panes.get("side"), config.layout.panes.get("zoom")
+        self.cache, self.settings = UnitCache(), _unit_settings(config)
+        self.synthetic: dict[int, np.ndarray | None] = {}  # channel -> cached unit picture (read once)
+
+    def window(self, view: np.ndarray, act, channel: int, predictions, status: str,
+               patches: TopPatches | None) -> np.ndarray:
+        """(layout.height, layout.width, 3) uint8 BGR."""
+        zoom = side = None
+        if self.saliency is not None and self.zoom is not None:
+            overlay = saliency_overlay(self.model, view, self.saliency)
+            zoom = labelled_pane(overlay, f"{_method_title(self.saliency)}: {predictions[0].label}",
+                                 self.zoom.h, self.zoom.w)
+        if self.side is not None:
+            if channel not in self.synthetic:
+                self.synthetic[channel] = self.cache.get(self.model, self.layer, channel, self.settings)
+            crops = [p.image for p in patches.patches(channel)] if patches is not None else []
+            side = unit_column(self.synthetic[channel], crops, self.side.h, self.side.w,
+                               title=f"{self.layer} ch {channel}")
+        content = WindowContent(view, act, channel, predictions, status, side=side, zoom=zoom)
+        return render_window(content, self.config.layout, self.config.display)
 
 
 def _expected_frames(plan: VideoPlan, start: int, stop: int | None) -> int | None:
@@ -264,65 +280,64 @@ def _method_title(method: str) -> str:
     return METHODS[method].title
 
 
-def finish_video(plan: VideoPlan, segments: list[SegmentResult], folder: str | Path, config: Config) -> Path:
-    """Write every output of the video into ``folder`` (a staging folder: the caller commits it)
-    from its segments in order; -> the folder."""
+def finish_video(plan: VideoPlan, segments: list[SegmentResult], files: OutputSet, config: Config) -> Path:
+    """Write every output of the video into the output set ``files`` (staged; the caller commits it)
+    from its segments in order, and remove the segments' video parts; -> the staging folder."""
     from toolbox.jobs.report import build_report
 
-    folder = Path(folder)
-    _join_video_parts([Path(s.video_part) for s in segments], folder / "annotated.mp4")
+    _join_video_parts([Path(s.video_part) for s in segments], files.path("annotated.mp4"), plan)
     records = [r for s in segments for r in s.records]
     probabilities = np.concatenate([s.probabilities for s in segments])
-    features = np.concatenate([s.features for s in segments])
     times = np.array([r["time"] for r in records], np.float64)
-    distances = consecutive_cosine_distances(features)
+    distances = consecutive_cosine_distances(np.concatenate([s.features for s in segments]))
     threshold = adaptive_threshold(distances)
     shots = shots_from_starts(shot_starts(distances, threshold), len(records))
     model = model_from_config(config)
     layer = records[0]["layer"]
-    with open(folder / "frames.jsonl", "w") as out:
-        out.writelines(json.dumps(r) + "\n" for r in records)
+    files.write_text("frames.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     channel_means = np.concatenate([s.channel_means for s in segments])
-    np.savez_compressed(folder / SERIES, times=times, indices=np.array([r["index"] for r in records]),
+    np.savez_compressed(files.path(SERIES), times=times, indices=np.array([r["index"] for r in records]),
                         probabilities=probabilities, channel_means=channel_means,
                         layer_means=np.concatenate([s.layer_means for s in segments]),
                         layers=np.array(segments[0].layers), feature_distances=distances,
                         shot_threshold=np.float64(threshold))
     frame_step = plan.every / plan.fps
     shot_rows = [_shot_row(shot, records, probabilities, model.categories, frame_step) for shot in shots]
-    moments = _write_key_moments(plan, model, shot_rows, records, folder)
+    moments = _write_key_moments(plan, model, shot_rows, records, files)
     if segments[0].patches is not None:
         tracker = TopPatches.merged(receptive_field(model, layer), [s.patches for s in segments], len(records))
-        write_top_patches(tracker, folder, layer, tile=PATCH_TILE)
-    _copy_unit_images(model, layer, most_active_over_time(channel_means, REPORT_UNITS), config, folder)
-    forward_ms = [ms for s in segments for ms in s.forward_ms]
-    wall = sum(s.wall_s for s in segments)
-    top1: dict[str, int] = {}
-    for r in records:
-        top1[r["top5"][0]["label"]] = top1.get(r["top5"][0]["label"], 0) + 1
-    write_json(folder / "summary.json", {
+        write_top_patches(tracker, files, layer, tile=PATCH_TILE)
+    _copy_unit_images(model, layer, most_active_over_time(channel_means, REPORT_UNITS), config, files)
+    files.write_json("summary.json", {
         "source": plan.source,
         "model": model.name,
         "weights": str(model.weights),
-        "random_weights": str(model.weights) == "random",
+        "random_weights": model.weights == "random",
         "backend": segments[0].backend,
         "layer": layer,
         "frames_processed": len(records),
         "every": plan.every,
+        "skipped": list({item["file"]: item for s in segments for item in s.skipped}.values()),
         "source_fps": plan.fps,
         "duration_s": round((plan.frame_count / plan.fps) if plan.frame_count else float(times[-1] + frame_step), 4),
         "video": {"path": "annotated.mp4", "fps": plan.fps / plan.every, "width": config.layout.width,
-                  "height": config.layout.height},
-        "top1_counts": dict(sorted(top1.items(), key=lambda kv: -kv[1])),
+                  "height": config.layout.height, "frames": len(records)},
+        "top1_counts": dict(collections.Counter(r["top5"][0]["label"] for r in records).most_common()),
         "shots": shot_rows,
         "shot_threshold": round(threshold, 6),
         "key_moments": moments,
-        "timing": {"mean_forward_ms": round(sum(forward_ms) / len(forward_ms), 3), "worker_s": round(wall, 3),
-                   "frames_per_second": round(len(records) / wall, 3) if wall > 0 else None,
-                   "segments": len(segments)},
+        "timing": _timing(segments, len(records)),
     })
-    build_report(folder)
-    return folder
+    build_report(files.staging)
+    return files.staging
+
+
+def _timing(segments: list[SegmentResult], frames: int) -> dict:
+    """The run's speed (the only part of the outputs that differs between identical runs)."""
+    forward_ms = [ms for s in segments for ms in s.forward_ms]
+    wall = sum(s.wall_s for s in segments)
+    return {"mean_forward_ms": round(sum(forward_ms) / len(forward_ms), 3), "worker_s": round(wall, 3),
+            "frames_per_second": round(frames / wall, 3) if wall > 0 else None, "segments": len(segments)}
 
 
 def _shot_row(shot, records: list[dict], probabilities: np.ndarray, categories, frame_step: float) -> dict:
@@ -334,31 +349,37 @@ def _shot_row(shot, records: list[dict], probabilities: np.ndarray, categories, 
             "key_frame": records[most_confident_frame(probabilities, shot)]["index"]}
 
 
-def _join_video_parts(parts: list[Path], final: Path) -> None:
-    """The parts' frames, in order, as one video (a single part is moved, not re-encoded)."""
+def _join_video_parts(parts: list[Path], final: Path, plan: VideoPlan) -> None:
+    """The parts' frames, in order, as one checked video (a single part is moved, not re-encoded);
+    the parts are removed."""
     if len(parts) == 1:
         os.replace(parts[0], final)
         return
-    first = cv2.VideoCapture(str(parts[0]))
-    fps, size = first.get(cv2.CAP_PROP_FPS), (int(first.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                                              int(first.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    first.release()
-    writer = cv2.VideoWriter(str(final), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    size = None
+    video = None
     try:
         for part in parts:
-            video = cv2.VideoCapture(str(part))
+            capture = cv2.VideoCapture(str(part))
             while True:
-                ok, image = video.read()
+                ok, image = capture.read()
                 if not ok:
                     break
-                writer.write(image)
-            video.release()
-            part.unlink()
+                if video is None:
+                    size = (image.shape[1], image.shape[0])
+                    video = VideoOutput(final, plan.fps / plan.every, size, name=final.name)
+                video.write(image)
+            capture.release()
+        if video is not None:
+            video.finish()
     finally:
-        writer.release()
+        if video is not None:
+            video.close()
+        for part in parts:
+            part.unlink(missing_ok=True)
 
 
-def _write_key_moments(plan: VideoPlan, model, shot_rows: list[dict], records: list[dict], folder: Path) -> list[dict]:
+def _write_key_moments(plan: VideoPlan, model, shot_rows: list[dict], records: list[dict],
+                       files: OutputSet) -> list[dict]:
     """Per shot, its key frame read again (by seeking), the model view and the saliency overlay of
     its top-1 class as report/moment_NN.png and report/moment_NN_saliency.png; -> the moments' data.
     A source that cannot seek (camera, stream) has no key moments."""
@@ -377,40 +398,41 @@ def _write_key_moments(plan: VideoPlan, model, shot_rows: list[dict], records: l
             record = by_index[index]
             moment = {"shot": n + 1, "frame": index, "time": record["time"], "top5": record["top5"],
                       "view": f"report/moment_{n:02d}.png", "saliency": None, "method": None}
-            write_image(folder / moment["view"], view)
+            files.write_image(moment["view"], view)
             if model.module is not None:
                 method = plan.moment_saliency
                 overlay = saliency_overlay(model, view, method)
                 title = f"{_method_title(method)}: {record['top5'][0]['label']}"
                 moment["saliency"], moment["method"] = f"report/moment_{n:02d}_saliency.png", _method_title(method)
-                write_image(folder / moment["saliency"], titled_image(overlay, title, scale=0.4))
+                files.write_image(moment["saliency"], titled_image(overlay, title, scale=0.4))
             moments.append(moment)
     return moments
 
 
-def _copy_unit_images(model, layer: str, channels: list[int], config: Config, folder: Path) -> None:
+def _copy_unit_images(model, layer: str, channels: list[int], config: Config, files: OutputSet) -> None:
     """The cached synthetic images of ``channels`` (the live window's settings) as
     report/units/<channel:04d>.png; channels without a cached image are skipped (never computed)."""
     cache, settings = UnitCache(), _unit_settings(config)
     for c in channels:
         path = cache.path(model, layer, c, settings)
         if path.is_file():
-            (folder / "report" / "units").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, folder / "report" / "units" / f"{c:04d}.png")
+            shutil.copyfile(path, files.path(f"report/units/{c:04d}.png"))
 
 
 def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: bool = True,
             saliency: str | None = None, segment_seconds: float | None = None) -> AnalyzeOutputs:
-    """Analyse one source in this process and write its outputs to ``out_dir`` as one set (they
-    appear together when the run completes; an earlier run's outputs are replaced as a whole).
-    segment_seconds: analyse the video in stretches of this length, one after another, as Ray
-    workers would (the outputs are the same)."""
+    """Analyse one source in this process and write its outputs to ``out_dir`` as one set
+    (toolbox.output_set): they appear together when the run completes, none if it fails, and an
+    earlier run's outputs are replaced as a whole. Unreadable files of a folder source are skipped
+    with a warning and listed in the summary. segment_seconds: analyse the video in stretches of
+    this length, one after another, as Ray workers would (the outputs are the same)."""
+    out_dir = check_output_folder(check_folder_name(out_dir, "analyze", "report.html, annotated.mp4, frames.jsonl, "
+                                                    "summary.json"), "analyze")
     plan = plan_video(source_spec, config, saliency, segment_seconds)
     check_model_options(config, saliency)
-    with OutputSet(out_dir, job="analyze") as outputs:
-        parts_dir = outputs.path(".parts/x").parent
-        segments = [analyze_segment(plan, i, config, parts_dir / f"{i:04d}.mp4", progress)
+    with user_write_errors(out_dir), OutputSet(out_dir, "analyze") as files:
+        segments = [analyze_segment(plan, i, config, files.path(f"{PARTS}/{i:04d}.mp4"), progress)
                     for i in range(len(plan.segments))]
-        finish_video(plan, segments, outputs.staging, config)
-        shutil.rmtree(parts_dir, ignore_errors=True)
+        finish_video(plan, segments, files, config)
+        shutil.rmtree(files.path(PARTS), ignore_errors=True)
     return analyze_outputs(out_dir)

@@ -228,36 +228,34 @@ def _current_cluster_address() -> str | None:
 
 
 def _segment_task(plan, index: int, config: Config, video_part: str, threads: int):
-    """Ray task: one segment (toolbox.jobs.analyze.analyze_segment) with ``threads`` torch threads."""
-    import torch
-
+    """Ray task: one segment (toolbox.jobs.analyze.analyze_segment) with ``threads`` CPU threads."""
+    from toolbox.cpu_threads import use_threads
     from toolbox.jobs.analyze import analyze_segment
 
     marker = os.environ.get(KILL_ONCE_ENV)
     if marker and index == 1 and not os.path.exists(marker):  # tests: this worker dies once mid-run
         Path(marker).write_text(str(os.getpid()))
         os._exit(1)
-    torch.set_num_threads(threads)
+    use_threads(threads)
     return analyze_segment(plan, index, config, video_part)
 
 
-def _finish_task(plan, config: Config, folder: str, threads: int, *segments):
-    """Ray task: merge a video's segments into its outputs (toolbox.jobs.analyze.finish_video)."""
-    import torch
+def _finish_task(plan, config: Config, files: OutputSet, threads: int, *segments) -> str:
+    """Ray task: merge a video's segments into its staged outputs (toolbox.jobs.analyze.finish_video)."""
+    from toolbox.cpu_threads import use_threads
+    from toolbox.jobs.analyze import PARTS, finish_video
 
-    from toolbox.jobs.analyze import finish_video
-
-    torch.set_num_threads(threads)
-    finish_video(plan, list(segments), folder, config)
-    shutil.rmtree(Path(folder) / ".parts", ignore_errors=True)
-    return folder
+    use_threads(threads)
+    finish_video(plan, list(segments), files, config)
+    shutil.rmtree(files.path(PARTS), ignore_errors=True)
+    return str(files.staging)
 
 
 def run_on_ray(jobs: list[tuple[VideoOutcome, Path]], config: Config, saliency: str | None, address: str,
                workers: int | None, threads: int, segment_seconds: float, progress: bool = True) -> None:
     """Analyse each (outcome, folder) as Ray tasks; sets every outcome's status (done | failed) and
     commits each video's folder as soon as its merge task ends."""
-    from toolbox.jobs.analyze import check_model_options, plan_video
+    from toolbox.jobs.analyze import PARTS, check_model_options, plan_video
     from toolbox.models.registry import resolve_device
 
     ray = connect_ray(address, None if workers is None else workers * threads)
@@ -269,14 +267,13 @@ def run_on_ray(jobs: list[tuple[VideoOutcome, Path]], config: Config, saliency: 
     for outcome, folder in jobs:
         try:
             plan = plan_video(outcome.source, config, saliency, segment_seconds)
-            outputs = OutputSet(folder, job="analyze")
+            outputs = OutputSet(folder, "analyze")
         except DeepvisError as error:
             outcome.status, outcome.error = "failed", str(error)
             continue
-        parts = outputs.path(".parts/x").parent
-        segments = [segment_task.remote(plan, i, config, str(parts / f"{i:04d}.mp4"), threads)
+        segments = [segment_task.remote(plan, i, config, str(outputs.path(f"{PARTS}/{i:04d}.mp4")), threads)
                     for i in range(len(plan.segments))]
-        pending[finish_task.remote(plan, config, str(outputs.staging), threads, *segments)] = (outcome, outputs)
+        pending[finish_task.remote(plan, config, outputs, threads, *segments)] = (outcome, outputs)
     started = time.perf_counter()
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

@@ -10,10 +10,11 @@ from tqdm import tqdm
 from toolbox.analysis.top_patches import TopPatches
 from toolbox.analysis.unit_cache import DEFAULT_BATCH, UnitCache, compute_unit_images
 from toolbox.analysis.unitvis import DEFAULT_PRESET, preset
-from toolbox.atomic import write_image, write_json
+from toolbox.atomic import check_writable_folder, write_image
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import chosen_layer, model_from_config
+from toolbox.output_set import OutputSet
 from toolbox.render.text import titled_image
 from toolbox.render.unit_column import patch_montage
 
@@ -26,20 +27,26 @@ class UnitsResult:
 
 
 def parse_channels(spec: str | None, available: int) -> list[int]:
-    """'0:64' (slice, end exclusive), '3,5,9', '7' or None (all) -> channel list, checked."""
+    """'0:64' (slice, end exclusive), '3,5,9', '7' or None (all) -> channel list, checked against the
+    layer's ``available`` channels (an end past the last channel is an error naming the count)."""
     if spec is None or spec.strip() in ("", ":", "all"):
         return list(range(available))
     try:
         if ":" in spec:
             start, _, stop = spec.partition(":")
-            chosen = list(range(int(start or 0), min(int(stop) if stop else available, available)))
+            first, end = int(start or 0), int(stop) if stop.strip() else available
+            if end > available:
+                raise DeepvisError(f"--channels '{spec}' reaches channel {end - 1}, but the layer has {available} "
+                                   f"channels (0..{available - 1}): use e.g. 0:{available}")
+            chosen = list(range(first, end))
         else:
             chosen = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
         raise DeepvisError(f"--channels '{spec}' is not a slice like 0:64 or a list like 3,5,9") from None
     bad = [c for c in chosen if not 0 <= c < available]
     if bad or not chosen:
-        raise DeepvisError(f"--channels '{spec}' selects no channels in 0..{available - 1}: pick channels in that range")
+        raise DeepvisError(f"--channels '{spec}' selects no channels in 0..{available - 1} (the layer has {available} "
+                           "channels): pick channels in that range")
     return chosen
 
 
@@ -47,7 +54,11 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
           steps: int | None = None, size: int | None = None, batch: int = DEFAULT_BATCH,
           progress: bool = True) -> UnitsResult:
     """Compute (or read from the cache) one image per channel of the configured layer."""
+    if batch < 1:
+        raise DeepvisError(f"--batch must be 1 or more channels, not {batch}")
     settings = preset(preset_name, steps=steps, size=size)
+    cache = UnitCache(out)
+    check_writable_folder(cache.root)  # before any work; creates nothing
     model = model_from_config(config)
     if model.module is None:
         raise DeepvisError("unit images need gradients, which an ONNX graph does not give: use a PyTorch model")
@@ -57,7 +68,6 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
         raise DeepvisError(f"layer '{layer}' outputs shape {info.shape}, not a feature map: "
                            "pick a conv layer (deepvis layers)")
     chosen = parse_channels(channels, info.channels)
-    cache = UnitCache(out)
     with tqdm(total=len(chosen), unit="ch", desc=f"units {layer}", disable=not progress or None) as bar:
         def on_progress(done: int, total: int) -> None:
             bar.n = done
@@ -76,14 +86,13 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
     return UnitsResult(folder, sheet, chosen)
 
 
-def write_top_patches(tracker: TopPatches, out_dir: str | Path, layer: str, tile: int = 64) -> Path:
-    """``out_dir``/top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row, under a
-    title naming layer and channel) and
-    ``out_dir``/top_patches.json (layer, receptive field, per channel: value, frame, y, x, box)."""
-    out_dir = Path(out_dir)
+def write_top_patches(tracker: TopPatches, outputs: OutputSet, layer: str, tile: int = 64) -> Path:
+    """Into ``outputs``: top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row,
+    under a title naming layer and channel) and top_patches.json (layer, receptive field, per
+    channel: value, frame, y, x, box); -> the JSON's final path."""
     stem = layer.replace("/", "_")
     for channel in range(tracker.channels):
         crops = [p.image for p in tracker.patches(channel)]
         montage = titled_image(patch_montage(crops, tile), f"{layer} ch {channel}: top {len(crops)}", scale=0.4)
-        write_image(out_dir / "top_patches" / f"{stem}_{channel:04d}.png", montage)
-    return write_json(out_dir / "top_patches.json", {"layer": layer, **tracker.summary()})
+        outputs.write_image(f"top_patches/{stem}_{channel:04d}.png", montage)
+    return outputs.write_json("top_patches.json", {"layer": layer, **tracker.summary()})

@@ -1,0 +1,76 @@
+"""What the live window has seen: the last ``capacity`` frames' vectors and thumbnails, searched by
+brute force (a few thousand vectors take well under a millisecond per query)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """One kept frame: its index in the source, media time in seconds, thumbnail (t, t, 3) uint8 BGR."""
+
+    frame: int
+    time: float
+    thumbnail: np.ndarray
+    label: str = ""
+
+
+class RollingMemory:
+    """A ring buffer of (vector, Remembered). A frame whose vector lies within ``duplicate_ratio``
+    (relative L2 distance) of the last kept one is skipped, so a still scene does not fill it.
+    Thread-safe: the compute thread offers and searches, the draw thread only reads results."""
+
+    def __init__(self, capacity: int = 4096, duplicate_ratio: float = 0.05):
+        self.capacity = capacity
+        self.duplicate_ratio = duplicate_ratio
+        self._vectors: np.ndarray | None = None
+        self._norms2: np.ndarray | None = None
+        self._items: list[Remembered | None] = [None] * capacity
+        self._count = 0  # frames kept so far (the slot of the next one is _count % capacity)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return min(self._count, self.capacity)
+
+    def offer(self, vector: np.ndarray, item: Remembered) -> bool:
+        """Keep ``vector`` (D,) unless it nearly repeats the last kept one; True when kept."""
+        vector = np.asarray(vector, np.float32).ravel()
+        with self._lock:
+            if self._vectors is None:
+                self._vectors = np.zeros((self.capacity, vector.size), np.float32)
+                self._norms2 = np.zeros(self.capacity, np.float32)
+            if self._count:
+                last = self._vectors[(self._count - 1) % self.capacity]
+                if np.linalg.norm(vector - last) <= self.duplicate_ratio * max(np.linalg.norm(vector), 1e-12):
+                    return False
+            slot = self._count % self.capacity
+            self._vectors[slot] = vector
+            self._norms2[slot] = float(vector @ vector)
+            self._items[slot] = item
+            self._count += 1
+            return True
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[float, Remembered]]:
+        """The k kept frames nearest to ``query`` (D,) in L2, nearest first, as (distance, item)."""
+        with self._lock:
+            n = len(self)
+            if n == 0 or self._vectors is None:
+                return []
+            q = np.asarray(query, np.float32).ravel()
+            d2 = self._norms2[:n] - 2.0 * (self._vectors[:n] @ q) + float(q @ q)
+            k = min(k, n)
+            ids = np.argpartition(d2, k - 1)[:k] if k < n else np.arange(n)
+            ids = ids[np.argsort(d2[ids], kind="stable")]
+            return [(float(np.sqrt(max(d2[i], 0.0))), self._items[i]) for i in ids]
+
+    def vectors(self) -> np.ndarray:
+        """(n, D) copy of the kept vectors, oldest first."""
+        with self._lock:
+            n = len(self)
+            if self._vectors is None or n == 0:
+                return np.zeros((0, 0), np.float32)
+            start = self._count % self.capacity if self._count > self.capacity else 0
+            return np.roll(self._vectors[:n], -start, axis=0).copy()
