@@ -18,6 +18,7 @@ def test_sheet_holds_every_chosen_map_and_the_table_ranks_them(tmp_path, lite0, 
     written = write_saliency_maps(lite0, view, tmp_path, methods=METHODS, metrics=("deletion", "insertion"))
     sheet = cv2.imread(str(written["saliency/sheet"]))
     maps = [cv2.imread(str(written[f"saliency/{m}"])) for m in METHODS]
+    maps = [m[-m.shape[1]:] for m in maps]  # each PNG is its square overlay under a title bar
     cols = (sheet.shape[1] - 6) // (SHEET_TILE + 6)
     cell_h = SHEET_TILE + 3 * 16 + 4  # title, cost and layer, deletion/insertion lines
     assert cols * ((sheet.shape[0] - 34) // (cell_h + 6)) >= len(METHODS)

@@ -18,6 +18,7 @@ from toolbox.errors import DeepvisError
 from toolbox.models.registry import LoadedModel
 from toolbox.render.heatmap import HeatmapStyle, method_style, render_heatmap
 from toolbox.render.montage import captioned_tile, tile_sheet
+from toolbox.render.text import titled_image
 
 
 def write_saliency_maps(model: LoadedModel, view: np.ndarray, out_dir: str | Path, target=None,
@@ -55,11 +56,12 @@ def write_saliency_maps(model: LoadedModel, view: np.ndarray, out_dir: str | Pat
         start = time.perf_counter()
         saliency = saliency_map(model, x, method, target, layer=layer if METHODS[method].needs_layer else None)
         timings[method] = round((time.perf_counter() - start) * 1000, 1)
-        image = render_heatmap(saliency, view, styles[method])
+        overlay = render_heatmap(saliency, view, styles[method])
+        image = titled_image(overlay, f"{METHODS[method].title}: {target.describe(model.categories)}", scale=0.4)
         written[f"saliency/{method}"] = write_image(out_dir / f"{i:02d}_{method}.png", image)
         if metrics:
             scores[method] = faithfulness(model.module, x, saliency, target, metrics).values
-        tiles.append(captioned_tile(image, _caption(method, timings[method], layer, scores.get(method)), SHEET_TILE))
+        tiles.append(captioned_tile(overlay, _caption(method, timings[method], layer, scores.get(method)), SHEET_TILE))
     what = target.describe(model.categories)
     written["saliency/sheet"] = write_image(out_dir / "sheet.png", tile_sheet(
         tiles, SHEET_TILE, title=f"{model.name}: every saliency method for {what} (CAMs at {layer})"))
