@@ -63,3 +63,15 @@ def xvfb():
     server = Xvfb()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def demo_index(tmp_path_factory):
+    """A feature index of bikes + carphone (every 10th frame) at lite0's last layer, built once."""
+    from toolbox.config import load_config
+    from toolbox.jobs.index import build_index
+    from toolbox.jobs.index_store import load_index
+
+    folder = tmp_path_factory.mktemp("index") / "idx"
+    build_index(["bikes", "carphone"], folder, load_config(), every=10, progress=False)
+    return load_index(folder)

@@ -25,15 +25,6 @@ def oracle(vectors: np.ndarray, queries: np.ndarray, k: int):
     return dist.numpy(), ids.numpy()
 
 
-@pytest.fixture(scope="session")
-def demo_index(tmp_path_factory):
-    """bikes (every 10th frame) + carphone (every 10th) at lite0's last layer."""
-    folder = tmp_path_factory.mktemp("index") / "idx"
-    config = load_config()
-    build_index(["bikes", "carphone"], folder, config, every=10, progress=False)
-    return load_index(folder)
-
-
 def test_exact_search_equals_cdist_topk_on_random_vectors():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3000, 96)).astype(np.float32)
