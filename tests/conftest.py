@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+import toolbox  # noqa: F401  before torch: its OpenMP threads wait passively (toolbox.cpu_threads)
+
 import numpy as np
 import pytest
 import skimage.data

@@ -88,3 +88,12 @@ def test_unknown_provider_choice_and_unreadable_graph_are_one_line_errors(tmp_pa
     with pytest.raises(DeepvisError, match="onnxruntime cannot load") as error:
         OnnxSession(bad, "cpu")
     assert "\n" not in str(error.value)
+
+
+def test_session_takes_the_process_thread_count_and_does_not_spin(graph, monkeypatch):
+    monkeypatch.setattr("toolbox.models.onnx_runtime.threads_in_use", lambda: 1)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    options = OnnxSession(graph[0], "cpu").session.get_session_options()
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert OnnxSession(graph[0], "cpu", threads=2).session.get_session_options().intra_op_num_threads == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -71,7 +72,8 @@ def cmd_live(args) -> int:
 
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
                           max_frames=args.max_frames)
-    run_live(args.source, _config(args), options)
+    # --threads sets the live compute thread's count; capture and display run beside it
+    run_live(args.source, _config(args, **{"live.torch_threads": args.threads}), options)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
@@ -174,14 +176,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt so that the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _job_signals():
+    """SIGTERM cleans up like Ctrl-C (exit 143); SIGXFSZ (``ulimit -f``) is ignored so that a write
+    past the limit fails with EFBIG, a one-line error, instead of killing the process mid-file.
+    The previous handlers come back afterwards (main() called in-process, as the tests do)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+    wanted = {signal.SIGTERM: _raise_terminated}
+    if hasattr(signal, "SIGXFSZ"):
+        wanted[signal.SIGXFSZ] = signal.SIG_IGN
+    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # before the first large tensor (toolbox.runtime)
     try:
-        return args.run(args)
+        with _job_signals():
+            return args.run(args)
     except DeepvisError as error:
         print(f"deepvis: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as error:  # a write the machine refused (disk full, size limit, read-only) not caught nearer
+        from toolbox.atomic import write_failure
+
+        failure = write_failure(error.filename or "an output file", error)
+        if failure is None:
+            raise
+        print(f"deepvis: error: {failure}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Terminated:
+        print("deepvis: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("deepvis: interrupted", file=sys.stderr)
         return 130

@@ -13,6 +13,19 @@ def add_model_options(parser: argparse.ArgumentParser, layer: bool = True) -> No
     if layer:
         parser.add_argument("--layer", help="layer name or index (deepvis layers)")
     parser.add_argument("--config", help="YAML file overriding configs/default.yaml")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads of torch, onnxruntime and OpenCV (default: every usable core)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return value
 
 
 def add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:
@@ -25,7 +38,10 @@ def add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -
 
 
 def config_from_args(args, **extra):
+    """The config for these arguments (defaults < --config file < flags < ``extra``). Applies its CPU
+    thread count to this process (toolbox.cpu_threads), since every command builds its config here."""
     from toolbox.config import load_config
+    from toolbox.cpu_threads import use_threads
 
     overrides = {
         "model.name": getattr(args, "model", None),
@@ -35,6 +51,9 @@ def config_from_args(args, **extra):
         "model.backend": getattr(args, "backend", None),
         "model.labels": getattr(args, "labels", None),
         "model.preprocess": getattr(args, "preprocess", None),
+        "threads": getattr(args, "threads", None),
         **extra,
     }
-    return load_config(getattr(args, "config", None), overrides)
+    config = load_config(getattr(args, "config", None), overrides)
+    use_threads(config.threads)
+    return config

@@ -7,21 +7,23 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
 from toolbox.analysis.activations import layer_means, most_active_channels, top_predictions
 from toolbox.analysis.onnx_frame_analysis import make_frame_analyser, provider_choice
 from toolbox.analysis.top_patches import TopPatches
-from toolbox.atomic import atomic_path, write_json
+from toolbox.atomic import user_write_errors
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
-from toolbox.jobs.common import chosen_layer, describe_layer, layers_to_capture, model_from_config, require_4d
+from toolbox.jobs.common import (check_folder_name, check_max_frames, chosen_layer, describe_layer, layers_to_capture,
+                                 model_from_config, require_4d, skipped_summary, warn_skipped)
 from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay
 from toolbox.jobs.units import write_top_patches
 from toolbox.models.receptive_field import receptive_field
+from toolbox.output_set import OutputSet, check_output_folder
 from toolbox.render.window import WindowContent, render_window
 from toolbox.sources import open_source
+from toolbox.video_file import VideoOutput
 
 
 @dataclass(frozen=True)
@@ -33,19 +35,32 @@ class AnalyzeOutputs:
 
 def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: bool = True,
             saliency: str | None = None) -> AnalyzeOutputs:
-    """Write ``out_dir``/annotated.mp4, frames.jsonl and summary.json. Nothing is written under the
-    final names unless the run completes."""
-    out_dir = Path(out_dir)
+    """Write ``out_dir``/annotated.mp4, frames.jsonl, summary.json and top_patches/ as one output set
+    (toolbox.output_set): all of them appear when the run completes, none if it fails, and an
+    earlier run's outputs in ``out_dir`` are replaced as a whole. Unreadable files of a folder
+    source are skipped with a warning and listed in the summary."""
+    out_dir = check_output_folder(check_folder_name(out_dir, "analyze", "annotated.mp4, frames.jsonl, summary.json"))
     outputs = AnalyzeOutputs(out_dir / "annotated.mp4", out_dir / "frames.jsonl", out_dir / "summary.json")
     # Everything that can fail on user input is checked before the first byte is written.
-    source = open_source(source_spec)
-    model = model_from_config(config)
-    layer = chosen_layer(model, config.model.layer)
-    if saliency is not None:  # the method's heatmap over the input replaces the zoom pane
-        check_saliency_choice(model, saliency)
-    every, limit = config.analyze.every, config.analyze.max_frames
+    every, limit = config.analyze.every, check_max_frames(config.analyze.max_frames)
     if every < 1:
-        raise DeepvisError("analyze.every must be 1 or more")
+        raise DeepvisError(f"--every must be 1 or more, not {every}")
+    source = open_source(source_spec)
+    with source:
+        model = model_from_config(config)
+        layer = chosen_layer(model, config.model.layer)
+        if saliency is not None:  # the method's heatmap over the input replaces the zoom pane
+            check_saliency_choice(model, saliency)
+        with user_write_errors(out_dir), OutputSet(out_dir, "analyze") as files:
+            summary = _analyze_into(files, source, source_spec, model, layer, config, progress, saliency, outputs)
+            files.write_json(outputs.summary.name, summary)
+    return outputs
+
+
+def _analyze_into(files: OutputSet, source, source_spec: str, model, layer: str, config: Config, progress: bool,
+                  saliency: str | None, outputs: AnalyzeOutputs) -> dict:
+    """Run the frames, writing the video, frames.jsonl and top patches into ``files``; -> the summary."""
+    every, limit = config.analyze.every, config.analyze.max_frames
     layout, display = config.layout, config.display
     fps = (source.fps or 30.0) / every
     total = source.frame_count
@@ -56,20 +71,16 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
     top1 = collections.Counter()
     forward_ms = []
     patches = None  # TopPatches for the layer, made at the first frame (needs the channel count)
-    processed = 0
+    processed = skipped = 0
     with contextlib.ExitStack() as stack:
-        stack.enter_context(source)
         analyser = stack.enter_context(make_frame_analyser(model, layers_to_capture(model, layer), config.model.backend,
                                                            provider_choice(config.model.device)))
-        video_tmp = stack.enter_context(atomic_path(outputs.video))
-        frames_tmp = stack.enter_context(atomic_path(outputs.frames))
-        writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (layout.width, layout.height))
-        if not writer.isOpened():
-            raise DeepvisError(f"cannot write video {outputs.video}: check that the folder is writable")
-        stack.callback(writer.release)
-        records = stack.enter_context(open(frames_tmp, "w"))
+        video = VideoOutput(files.path(outputs.video.name), fps, (layout.width, layout.height), name=outputs.video)
+        stack.callback(video.close)
+        records = stack.enter_context(open(files.path(outputs.frames.name), "w"))
         bar = stack.enter_context(tqdm(total=expected, unit="frame", disable=not progress or None, desc="analyze"))
         for frame in source:
+            skipped = warn_skipped(source, skipped)
             if frame.index % every:
                 continue
             result = analyser(frame)
@@ -82,11 +93,12 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
             predictions = top_predictions(result.logits, model.categories, display.top_k)
             active = most_active_channels(act, 5)
             channel = active[0][0]
-            status = (f"{source.name} | {model.name} | {analyser.provider_label} | {describe_layer(model, layer, act)} | "
+            status = (f"{source.name} | {model.name}{' (random weights)' if model.weights == 'random' else ''} | "
+                      f"{analyser.provider_label} | {describe_layer(model, layer, act)} | "
                       f"channel {channel} mean {active[0][1]:.2f} | frame {frame.index} t={frame.timestamp:.2f}s")
             zoom = saliency_overlay(model, result.view, saliency) if saliency is not None else None
             window = render_window(WindowContent(result.view, act, channel, predictions, status, zoom=zoom), layout, display)
-            writer.write(window)
+            video.write(window)
             record = {
                 "index": frame.index,
                 "time": round(frame.timestamp, 4),
@@ -103,20 +115,26 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
             bar.update(1)
             if limit is not None and processed >= limit:
                 break
+        warn_skipped(source, skipped)
         if processed == 0:
             raise DeepvisError(f"source {source_spec} delivered no frames")
+        records.close()
+        video.finish()
+        provider = analyser.provider_label
     if patches is not None:
-        write_top_patches(patches, out_dir, layer)
-    write_json(outputs.summary, {
+        write_top_patches(patches, files, layer)
+    return {
         "source": source_spec,
         "model": model.name,
         "weights": model.weights,
-        "backend": analyser.provider_label,
+        "random_weights": model.weights == "random",
+        "backend": provider,
         "layer": layer,
         "frames_processed": processed,
         "every": every,
-        "video": {"path": outputs.video.name, "fps": fps, "width": layout.width, "height": layout.height},
+        "skipped": skipped_summary(source),
+        "video": {"path": outputs.video.name, "fps": fps, "width": layout.width, "height": layout.height,
+                  "frames": video.frames},
         "top1_counts": dict(top1.most_common()),
         "mean_forward_ms": round(sum(forward_ms) / len(forward_ms), 3),
-    })
-    return outputs
+    }

@@ -7,10 +7,12 @@ from torch import nn
 
 from toolbox.analysis.activations import most_active_channels, top_predictions
 from toolbox.analysis.frame_analysis import FrameAnalyser
-from toolbox.atomic import write_image, write_json
+from toolbox.atomic import user_write_errors
 from toolbox.config import Config
-from toolbox.jobs.common import chosen_layer, describe_layer, layers_to_capture, model_from_config
+from toolbox.errors import DeepvisError
+from toolbox.jobs.common import check_folder_name, chosen_layer, describe_layer, layers_to_capture, model_from_config
 from toolbox.jobs.saliency_maps import write_saliency_maps
+from toolbox.output_set import OutputSet, check_output_folder
 from toolbox.render.filters import filter_grid
 from toolbox.render.mosaic import channel_mosaic, mosaic_geometry
 from toolbox.render.window import WindowContent, render_window
@@ -29,32 +31,44 @@ def first_conv(module: nn.Module) -> tuple[str, nn.Conv2d]:
 
 def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict[str, Path]:
     """Writes predictions.json, window.png, filters.png, features/NN_<layer>.png and saliency/ (every
-    saliency method's map for the top-1 class, see toolbox.jobs.saliency_maps)."""
+    saliency method's map for the top-1 class, see toolbox.jobs.saliency_maps) as one output set
+    (toolbox.output_set); -> {what: final path}."""
+    out_dir = check_output_folder(check_folder_name(out_dir, "inspect", "predictions.json, window.png, ..."))
     image = read_image(image_path)
     model = model_from_config(config)
+    if model.module is None:
+        raise DeepvisError(f"deepvis inspect needs a PyTorch model: it draws the first convolution's filters and "
+                           f"gradient saliency maps, which the ONNX graph {model.name} does not give; use deepvis "
+                           "analyze for ONNX models")
     layer = chosen_layer(model, config.model.layer)
-    out_dir = Path(out_dir)
+    with user_write_errors(out_dir), OutputSet(out_dir, "inspect") as files:
+        return _inspect_into(files, image, image_path, model, layer, config)
+
+
+def _inspect_into(files: OutputSet, image, image_path, model, layer: str, config: Config) -> dict[str, Path]:
     with FrameAnalyser(model, layers_to_capture(model, layer)) as analyser:
         result = analyser(Frame(image, 0, 0.0))
     predictions = top_predictions(result.logits, model.categories, config.display.top_k)
     written: dict[str, Path] = {}
-    written["predictions"] = write_json(out_dir / "predictions.json", {
+    written["predictions"] = files.write_json("predictions.json", {
         "image": str(image_path), "model": model.name, "weights": model.weights,
+        "random_weights": model.weights == "random",
         "predictions": [{"index": p.index, "label": p.label, "probability": p.probability} for p in predictions],
     })
     act = result.activations[layer]
     channel = most_active_channels(act, 1)[0][0]
     status = f"{Path(image_path).name} | {model.name} | {describe_layer(model, layer, act)} | channel {channel}"
     window = render_window(WindowContent(result.view, act, channel, predictions, status), config.layout, config.display)
-    written["window"] = write_image(out_dir / "window.png", window)
+    written["window"] = files.write_image("window.png", window)
     conv_name, conv = first_conv(model.module)
-    written["filters"] = write_image(out_dir / "filters.png", filter_grid(conv.weight, 512, 512))
+    written["filters"] = files.write_image("filters.png", filter_grid(conv.weight, 512, 512))
     for i, name in enumerate(model.layers):
         a = result.activations[name]
         if a.dim() != 3:
             continue
         geometry = mosaic_geometry(a.shape[0], a.shape[1], a.shape[2], SHEET_PANE, SHEET_PANE)
         sheet = channel_mosaic(a, geometry, config.display.normalisation, config.display.colormap)
-        written[f"features/{name}"] = write_image(out_dir / "features" / f"{i:02d}_{name}.png", sheet)
-    written.update(write_saliency_maps(model, result.view, out_dir / "saliency"))
+        written[f"features/{name}"] = files.write_image(f"features/{i:02d}_{name}.png", sheet)
+    staged = write_saliency_maps(model, result.view, files.path("saliency"))
+    written.update({key: files.final_path(path.relative_to(files.staging).as_posix()) for key, path in staged.items()})
     return written

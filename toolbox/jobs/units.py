@@ -14,6 +14,7 @@ from toolbox.atomic import write_image, write_json
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import chosen_layer, model_from_config
+from toolbox.output_set import OutputSet
 from toolbox.render.unit_column import patch_montage
 
 
@@ -25,20 +26,26 @@ class UnitsResult:
 
 
 def parse_channels(spec: str | None, available: int) -> list[int]:
-    """'0:64' (slice, end exclusive), '3,5,9', '7' or None (all) -> channel list, checked."""
+    """'0:64' (slice, end exclusive), '3,5,9', '7' or None (all) -> channel list, checked against the
+    layer's ``available`` channels (an end past the last channel is an error naming the count)."""
     if spec is None or spec.strip() in ("", ":", "all"):
         return list(range(available))
     try:
         if ":" in spec:
             start, _, stop = spec.partition(":")
-            chosen = list(range(int(start or 0), min(int(stop) if stop else available, available)))
+            first, end = int(start or 0), int(stop) if stop.strip() else available
+            if end > available:
+                raise DeepvisError(f"--channels '{spec}' reaches channel {end - 1}, but the layer has {available} "
+                                   f"channels (0..{available - 1}): use e.g. 0:{available}")
+            chosen = list(range(first, end))
         else:
             chosen = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
         raise DeepvisError(f"--channels '{spec}' is not a slice like 0:64 or a list like 3,5,9") from None
     bad = [c for c in chosen if not 0 <= c < available]
     if bad or not chosen:
-        raise DeepvisError(f"--channels '{spec}' selects no channels in 0..{available - 1}: pick channels in that range")
+        raise DeepvisError(f"--channels '{spec}' selects no channels in 0..{available - 1} (the layer has {available} "
+                           "channels): pick channels in that range")
     return chosen
 
 
@@ -46,6 +53,8 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
           steps: int | None = None, size: int | None = None, batch: int = DEFAULT_BATCH,
           progress: bool = True) -> UnitsResult:
     """Compute (or read from the cache) one image per channel of the configured layer."""
+    if batch < 1:
+        raise DeepvisError(f"--batch must be 1 or more channels, not {batch}")
     settings = preset(preset_name, steps=steps, size=size)
     model = model_from_config(config)
     if model.module is None:
@@ -75,12 +84,11 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
     return UnitsResult(folder, sheet, chosen)
 
 
-def write_top_patches(tracker: TopPatches, out_dir: str | Path, layer: str, tile: int = 64) -> Path:
-    """``out_dir``/top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row) and
-    ``out_dir``/top_patches.json (layer, receptive field, per channel: value, frame, y, x, box)."""
-    out_dir = Path(out_dir)
+def write_top_patches(tracker: TopPatches, outputs: OutputSet, layer: str, tile: int = 64) -> Path:
+    """Into ``outputs``: top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row) and
+    top_patches.json (layer, receptive field, per channel: value, frame, y, x, box); -> the JSON's final path."""
     stem = layer.replace("/", "_")
     for channel in range(tracker.channels):
         crops = [p.image for p in tracker.patches(channel)]
-        write_image(out_dir / "top_patches" / f"{stem}_{channel:04d}.png", patch_montage(crops, tile))
-    return write_json(out_dir / "top_patches.json", {"layer": layer, **tracker.summary()})
+        outputs.write_image(f"top_patches/{stem}_{channel:04d}.png", patch_montage(crops, tile))
+    return outputs.write_json("top_patches.json", {"layer": layer, **tracker.summary()})

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from toolbox.cpu_threads import spinning_allowed, threads_in_use
 from toolbox.errors import DeepvisError
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
@@ -105,8 +106,12 @@ class OnnxSession:
         self.requested = requested_providers(providers) if isinstance(providers, str) else list(providers)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        threads = threads or threads_in_use()  # None: onnxruntime's default, one per physical core
         if threads:
             options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # the graph runs sequentially; no inter-op pool is needed
+        if not spinning_allowed():  # as OpenMP's threads: sleep when idle (toolbox.cpu_threads)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = model if isinstance(model, bytes) else str(model)
         tried = _providers_to_try(self.requested)
         # Plain onnxruntime warns about providers it lacks; onnxruntime-gpu prints provider failures.

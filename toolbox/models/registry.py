@@ -170,6 +170,12 @@ def resolve_device(choice: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; otherwise the named device."""
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise DeepvisError(f"unknown device '{choice}': use auto, cpu, cuda or cuda:N")
     if choice.startswith("cuda") and not torch.cuda.is_available():
         raise DeepvisError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu")
     return torch.device(choice)

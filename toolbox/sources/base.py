@@ -18,6 +18,7 @@ class FrameSource(abc.ABC):
     name: str = "source"
     live: bool = False
     seekable: bool = False
+    skipped: tuple = ()  # files passed over as unreadable (images.SkippedFile); folders of images fill it
 
     @abc.abstractmethod
     def read(self) -> Frame | None: ...

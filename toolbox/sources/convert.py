@@ -15,7 +15,7 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     elif image.dtype.kind == "f":
         image = (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {image.dtype}")
+        raise ValueError(f"its pixels are {image.dtype.itemsize * 8}-bit {image.dtype.name}, which deepvis does not read")
     if image.ndim == 2:
         image = image[:, :, None]
     channels = image.shape[2]
@@ -29,4 +29,4 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
         return (image[:, :, :3].astype(np.float32) * alpha).round().astype(np.uint8)
     if channels == 3:
         return np.ascontiguousarray(image)
-    raise ValueError(f"unsupported channel count {channels}")
+    raise ValueError(f"it has {channels} channels, which deepvis does not read")

@@ -1,8 +1,14 @@
-"""Still images: one file, a folder, or a glob pattern."""
+"""Still images: one file, a folder, or a glob pattern.
+
+A folder or pattern with some unreadable files plays the readable ones: each bad file is skipped
+and listed in ``ImageListSource.skipped`` (path and reason) for the job or the window to report.
+One bad file given on its own is an error.
+"""
 from __future__ import annotations
 
 import glob
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,7 +30,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DeepvisError(f"cannot decode image {path}: the file is damaged or not an image (use PNG or JPEG)")
-    return to_bgr8(image)
+    try:
+        return to_bgr8(image)
+    except ValueError as exc:  # e.g. 32-bit integer or 5-channel TIFF
+        raise DeepvisError(f"cannot read image {path}: {exc}; convert it to 8- or 16-bit RGB (PNG or JPEG)") from None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """An image of a folder that could not be read, and why (the one-line error)."""
+
+    path: Path
+    reason: str
 
 
 class ImageListSource(FrameSource):
@@ -40,6 +57,7 @@ class ImageListSource(FrameSource):
         self.loop = loop
         self._fps = fps
         self._next = 0
+        self.skipped: list[SkippedFile] = []  # bad files met so far, in the order met (each once)
 
     @classmethod
     def from_spec(cls, spec: str, loop: bool = False) -> "ImageListSource":
@@ -65,13 +83,26 @@ class ImageListSource(FrameSource):
         return self._next
 
     def read(self) -> Frame | None:
-        if self._next >= len(self.paths):
-            if not self.loop:
-                return None
-            self._next = 0
-        index = self._next
-        self._next += 1
-        return Frame(read_image(self.paths[index]), index, index / self._fps)
+        """The next readable image; bad files are skipped (``skipped``) unless this is a single file.
+        DeepvisError when no file can be read at all."""
+        for _ in range(len(self.paths)):
+            if self._next >= len(self.paths):
+                if not self.loop:
+                    return None
+                self._next = 0
+            index = self._next
+            self._next += 1
+            try:
+                return Frame(read_image(self.paths[index]), index, index / self._fps)
+            except DeepvisError as error:
+                if len(self.paths) == 1:
+                    raise
+                if all(s.path != self.paths[index] for s in self.skipped):
+                    self.skipped.append(SkippedFile(self.paths[index], str(error)))
+        if len(self.skipped) == len(self.paths):
+            raise DeepvisError(f"no readable image in {self.name}: all {len(self.paths)} files are damaged or not "
+                               "images (use PNG or JPEG)")
+        return None
 
     def seek(self, index: int) -> None:
         self._next = min(max(0, index), len(self.paths) - 1)

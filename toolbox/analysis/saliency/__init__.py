@@ -96,7 +96,8 @@ def _score_forward(module: nn.Module, target: Target) -> Callable[[torch.Tensor]
     return forward
 
 
-def saliency_map(model, x: torch.Tensor, method: str, target=None, layer: str | None = None, **options) -> torch.Tensor:
+def saliency_map(model, x: torch.Tensor, method: str, /, target=None, layer: str | None = None,
+                 **options) -> torch.Tensor:
     """The ``method`` map of image ``x`` (1, 3, H, W) for ``target`` (see ``as_target``: None for
     top-1, a class index or name, a UnitTarget). model: LoadedModel or nn.Module.
     layer: Grad-CAM's layer (default: the model's deepest visualisable layer).
