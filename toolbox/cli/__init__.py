@@ -71,7 +71,7 @@ def cmd_live(args) -> int:
     from toolbox.app.live import LiveOptions, run_live
 
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
-                          max_frames=args.max_frames)
+                          max_frames=args.max_frames, index=args.index, cav=args.cav)
     # --threads sets the live compute thread's count; capture and display run beside it
     run_live(args.source, _config(args, **{"live.torch_threads": args.threads}), options)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
     p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)  # benchmarks: quit after N shown frames
+    p.add_argument("--index", help="feature index (deepvis index) for the neighbours (N) and map (M) panes; "
+                   "default: the frames of this session")
+    p.add_argument("--cav", help="CAV folder (deepvis tcav --out) for the concept meter")
     _add_backend_options(p)
     p.set_defaults(run=cmd_live)
 

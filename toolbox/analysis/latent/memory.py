@@ -66,11 +66,28 @@ class RollingMemory:
             ids = ids[np.argsort(d2[ids], kind="stable")]
             return [(float(np.sqrt(max(d2[i], 0.0))), self._items[i]) for i in ids]
 
+    def _order(self) -> np.ndarray:
+        """Slots oldest first."""
+        n = len(self)
+        start = self._count % self.capacity if self._count > self.capacity else 0
+        return (np.arange(n) + start) % max(n, 1)
+
     def vectors(self) -> np.ndarray:
         """(n, D) copy of the kept vectors, oldest first."""
         with self._lock:
-            n = len(self)
-            if self._vectors is None or n == 0:
+            if self._vectors is None or len(self) == 0:
                 return np.zeros((0, 0), np.float32)
-            start = self._count % self.capacity if self._count > self.capacity else 0
-            return np.roll(self._vectors[:n], -start, axis=0).copy()
+            return self._vectors[self._order()]
+
+    def items(self) -> list[Remembered]:
+        """The kept frames, oldest first (in the order of ``vectors``)."""
+        with self._lock:
+            return [self._items[i] for i in self._order()]
+
+    def snapshot(self) -> tuple[np.ndarray, list[Remembered]]:
+        """(vectors, items) taken together, oldest first."""
+        with self._lock:
+            if self._vectors is None or len(self) == 0:
+                return np.zeros((0, 0), np.float32), []
+            order = self._order()
+            return self._vectors[order], [self._items[i] for i in order]
