@@ -18,11 +18,11 @@ import sys
 
 import torch
 
+from toolbox.analysis.backend_choice import choose_backend, interleaved_medians
 from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser, TorchFrameAnalyser, synthetic_frame
 from toolbox.atomic import write_json
 from toolbox.errors import DeepvisError
 from toolbox.models import load_model
-from toolbox.models.backend_choice import choose_backend, interleaved_medians
 
 
 def _load(name: str, device: str, channels_last: bool = False):

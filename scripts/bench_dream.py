@@ -28,7 +28,7 @@ import torch
 
 from toolbox.analysis.dream import DreamEngine, LiveDreamer, default_layers, dream, live_settings, preset
 from toolbox.analysis.dream.core import bgr_to_rgb01
-from toolbox.analysis.dream.octaves import resize, resize_sizes
+from toolbox.analysis.optimise.octaves import resize, resize_sizes
 from toolbox.models import load_model
 from toolbox.models.registry import resolve_device
 from toolbox.runtime import keep_freed_memory, memory_mode

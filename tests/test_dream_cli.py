@@ -33,7 +33,7 @@ def test_dream_folder_writes_one_dream_per_image(tmp_path, cat_file):
         cv2.imwrite(str(folder / name), cv2.imread(str(cat_file)))
     out = tmp_path / "dreams"
     assert main(["dream", str(folder), "--out", str(out), "--preset", "tf-tutorial", *FAST]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a-dream.png", "b-dream.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a-dream.png", "b-dream.png"]
 
 
 def test_dream_video_writes_every_frame(tmp_path, cat_file):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolbox.analysis.dream import DreamEngine, preset
-from toolbox.analysis.dream.conv_relu6 import ConvReLU6, fused_kernel_available
+from toolbox.analysis.optimise.conv_relu6 import ConvReLU6, fused_kernel_available
 
 # (in channels, out channels, kernel, stride, groups, input height, width): lite0's kinds of
 # conv, with odd sizes so that the strided backward needs an output padding.

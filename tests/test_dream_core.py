@@ -11,8 +11,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from toolbox.analysis.dream import DreamEngine, LayerTerm, dream, preset
 from toolbox.analysis.dream.core import bgr_to_rgb01
-from toolbox.analysis.dream.octaves import detail_sizes, resize_sizes
-from toolbox.analysis.dream.tiling import TileGrid, roll, unroll
+from toolbox.analysis.optimise.octaves import detail_sizes, resize_sizes
+from toolbox.analysis.optimise.tiling import TileGrid, roll, unroll
 from toolbox.errors import DeepvisError
 
 # _blocks.3 of lite0: stride 8, theoretical receptive field 35 px (stem 3, +2*2, +2*2 at stride 2,

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser, TorchFrameAnalyser, make_frame_analyser
+from toolbox.analysis import backend_choice
+from toolbox.analysis.backend_choice import BackendChoice, choose_backend, make_frame_analyser
+from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser, TorchFrameAnalyser
 from toolbox.cli import main
 from toolbox.errors import DeepvisError
-from toolbox.models import backend_choice
-from toolbox.models.backend_choice import BackendChoice, choose_backend
 from toolbox.models.capture import has_hooks
 from toolbox.sources.frame import Frame
 

@@ -1,39 +1,17 @@
 """The onnxruntime session wrapper: provider actually in use, quiet fallback, outputs as tensors."""
 from __future__ import annotations
 
-import warnings
-
 import onnxruntime as ort
 import pytest
 import torch
-from torch import nn
 
 from toolbox.errors import DeepvisError
 from toolbox.models.onnx_runtime import OnnxSession, requested_providers
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory):
-    """A conv + pooling graph with a dynamic batch and two outputs, exported with the fast legacy exporter."""
-    path = tmp_path_factory.mktemp("ort") / "tiny.onnx"
-
-    class TwoOutputs(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-
-        def forward(self, x):
-            features = self.conv(x).relu()
-            return features.mean(dim=(2, 3)), features
-
-    torch.manual_seed(0)
-    module = TwoOutputs().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["scores", "features"],
-                          dynamic_axes={"x": {0: "n"}, "scores": {0: "n"}, "features": {0: "n"}})
-    return path, module
+@pytest.fixture
+def graph(tiny_onnx_graph):
+    return tiny_onnx_graph
 
 
 def test_run_returns_every_named_output_as_a_tensor_equal_to_torch(graph):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser, make_frame_analyser
+from toolbox.analysis.backend_choice import make_frame_analyser
+from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser
 from toolbox.analysis.rise import rise_masks, rise_saliency
 from toolbox.analysis.saliency.perturbation import occlusion
 from toolbox.cli import main

@@ -8,7 +8,7 @@ import skimage.data
 import torch
 
 from toolbox.analysis.unitvis import Cancelled, LayerCut, preset, to_bgr_uint8, unit_images
-from toolbox.analysis.unitvis.objectives import activation_matrix, channel_values
+from toolbox.analysis.objectives.unit import activation_matrix, channel_values
 from toolbox.errors import DeepvisError
 from toolbox.models.capture import has_hooks
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from toolbox.analysis.unitvis import regularisers as reg
-from toolbox.analysis.unitvis.param import COLOR_CORRELATION_NORMALISED, FourierImage, decorrelate_colour, spectrum_scale
-from toolbox.analysis.unitvis.transforms import affine_warp, crop_offset, pad_grey
+from toolbox.analysis.optimise.param import COLOR_CORRELATION_NORMALISED, FourierImage, decorrelate_colour, spectrum_scale
+from toolbox.analysis.optimise.transforms import affine_warp, crop_offset, pad_grey
 
 
 def test_l2_decay_scales_towards_grey():

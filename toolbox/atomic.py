@@ -71,6 +71,21 @@ def check_parent_folders(path: str | os.PathLike) -> None:
             return
 
 
+def check_writable_folder(folder: str | os.PathLike, option: str = "--out") -> Path:
+    """``folder`` if files can be created in it (or in the nearest existing folder above, where it will
+    be made), checked by creating and removing a temporary file; else a one-line DeepvisError. Creates nothing."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise DeepvisError(f"{option} {folder} is a file, not a folder: give a folder name")
+    check_parent_folders(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    probe = part_name(existing / "write-test")
+    with user_write_errors(folder):
+        os.close(create_exclusive(probe))
+        probe.unlink()
+    return folder
+
+
 def _umask() -> int:
     """The process umask, read without changing it (Linux), else by setting and restoring it."""
     with contextlib.suppress(OSError, ValueError):
@@ -198,34 +213,40 @@ def write_image(final: str | os.PathLike, image: np.ndarray) -> Path:
     return write_bytes(final, encode_image(final, image))
 
 
+def publish_exclusive(tmp: str | os.PathLike, final: str | os.PathLike) -> bool:
+    """Give the complete file ``tmp`` the name ``final`` unless that name exists; -> whether it did.
+
+    The name is created with a hard link, which fails if it exists, so of two processes publishing
+    the same name at once exactly one succeeds and nothing is overwritten. Where hard links are not
+    supported (FAT, some FUSE) the name is reserved with O_EXCL and then replaced.
+    """
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        try:
+            os.close(create_exclusive(final))
+        except FileExistsError:
+            return False
+        os.replace(tmp, final)
+        return True
+    os.unlink(tmp)
+    return True
+
+
 def publish_unique(tmp: str | os.PathLike, directory: str | os.PathLike, stem: str, suffix: str,
                    start: int = 0) -> Path:
     """Give the complete file ``tmp`` the name ``directory/stem-NNNN.suffix`` with the first number
-    >= ``start`` not taken, exclusively: the name is created with a hard link, which fails if it
-    exists, so two processes publishing at once get different numbers and never overwrite. -> the name.
-
-    Where hard links are not supported, the name is reserved with O_EXCL and then replaced.
-    """
+    >= ``start`` not taken, exclusively (publish_exclusive): never overwrites; -> the name."""
     directory = Path(directory)
     n = start
     with user_write_errors(directory):
-        check_parent_folders(directory / stem)
-        while True:
-            candidate = directory / f"{stem}-{n:04d}{suffix}"
-            try:
-                try:
-                    os.link(tmp, candidate)
-                except FileExistsError:
-                    raise
-                except OSError:  # no hard links here (FAT, some FUSE): reserve the name, then replace it
-                    os.close(create_exclusive(candidate))
-                    os.replace(tmp, candidate)
-                    return candidate
-            except FileExistsError:
-                n += 1
-                continue
-            os.unlink(tmp)
-            return candidate
+        while not publish_exclusive(tmp, directory / f"{stem}-{n:04d}{suffix}"):
+            n += 1
+    return directory / f"{stem}-{n:04d}{suffix}"
 
 
 def write_unique_image(directory: str | os.PathLike, stem: str, suffix: str, image: np.ndarray) -> Path:

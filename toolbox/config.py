@@ -17,10 +17,23 @@ from typing import Any, Literal, Optional
 import yaml
 
 from toolbox.errors import DeepvisError
-from toolbox.render.layout import Rect
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A pane's place in the window, in pixels (toolbox.render.layout.compose draws into it)."""
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width), the order numpy shapes use."""
+        return self.h, self.w
 
 
 @dataclass(frozen=True)

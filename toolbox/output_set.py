@@ -58,16 +58,23 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-def check_output_folder(folder: str | os.PathLike) -> Path:
-    """``folder`` if an output set may be written there (missing, empty, or an earlier output set),
-    else a DeepvisError naming the problem; symbolic links are followed."""
+def check_output_folder(folder: str | os.PathLike, job: str | None = None) -> Path:
+    """``folder`` if an output set of ``job`` may be written there (missing, empty, or an earlier
+    output set of the same job), else a DeepvisError naming the problem; symbolic links are followed."""
     folder = Path(folder).expanduser()
     if folder.is_symlink():
         folder = folder.resolve()
     if folder.exists() and not folder.is_dir():
         raise DeepvisError(f"--out {folder} is a file, not a folder: give a new folder name")
     check_parent_folders(folder)
-    if folder.is_dir() and not (folder / MANIFEST).is_file():
+    manifest = folder / MANIFEST
+    if job is not None and manifest.is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            earlier = json.loads(manifest.read_text()).get("job")
+            if earlier != job:
+                raise DeepvisError(f"--out {folder} holds the outputs of deepvis {earlier}: give another folder, "
+                                   f"deepvis {job} would replace them")
+    if folder.is_dir() and not manifest.is_file():
         with user_write_errors(folder):
             others = sorted(p.name for p in folder.iterdir())
         if others:
@@ -86,7 +93,7 @@ class OutputSet:
     """
 
     def __init__(self, folder: str | os.PathLike, job: str):
-        self.folder = check_output_folder(folder)
+        self.folder = check_output_folder(folder, job)
         self.job = job
         self.committed = False
         self._created_parents: list[Path] = []
@@ -150,7 +157,7 @@ class OutputSet:
         with user_write_errors(self.folder):
             manifest = {"job": self.job, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": self.files()}
             (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            check_output_folder(self.folder)  # it may have changed while the job ran
+            check_output_folder(self.folder, self.job)  # it may have changed while the job ran
             if not self.folder.exists():
                 os.rename(self.staging, self.folder)
             elif _exchange(self.staging, self.folder):

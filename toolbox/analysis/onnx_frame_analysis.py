@@ -1,10 +1,10 @@
-"""Per-frame forward passes through onnxruntime, and the one place that picks the backend.
+"""Per-frame forward passes through onnxruntime, and the torch analyser with the same extras.
 
 ``OnnxFrameAnalyser`` has FrameAnalyser's interface (context manager; ``__call__(frame) ->
-FrameResult``) but runs an exported graph whose extra outputs are the captured layers.
-``make_frame_analyser`` is the single integration point for jobs and the live app: it returns a
-torch or an onnxruntime analyser, both with ``provider_label`` (for the status line),
-``supports_gradients`` and ``forward_logits`` (a batch forward for occlusion and RISE).
+FrameResult``) but runs an exported graph whose extra outputs are the captured layers. Both it
+and ``TorchFrameAnalyser`` have ``provider_label`` (for the status line), ``supports_gradients``
+and ``forward_logits`` (a batch forward for occlusion and RISE).
+toolbox.analysis.backend_choice.make_frame_analyser picks one of them.
 """
 from __future__ import annotations
 
@@ -15,15 +15,11 @@ import numpy as np
 import torch
 
 from toolbox.analysis.frame_analysis import FrameAnalyser, FrameResult
-from toolbox.errors import DeepvisError
 from toolbox.models.onnx_export import LOGITS_NAME, cache_dir, export_onnx
 from toolbox.models.onnx_runtime import OnnxSession
 from toolbox.models.onnx_user import GRADIENTS_UNAVAILABLE
 from toolbox.models.registry import LoadedModel
 from toolbox.sources.frame import Frame
-
-BACKENDS = ("torch", "onnx", "auto")
-
 
 class TorchFrameAnalyser(FrameAnalyser):
     """FrameAnalyser (torch eager, forward hooks) with the backend-neutral extras."""
@@ -105,39 +101,6 @@ class OnnxFrameAnalyser:
             batch = x[start:start + step]
             chunks.append(self.session.run(batch, [self._logits_name])[self._logits_name].reshape(len(batch), -1))
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-
-
-def provider_choice(device_setting: str) -> str:
-    """Config ``model.device`` (auto | cpu | cuda...) -> onnxruntime providers choice."""
-    return "cpu" if device_setting == "cpu" else "auto"
-
-
-def make_frame_analyser(model: LoadedModel, layers: Sequence[str] | None = None, backend: str = "torch",
-                        providers: str = "auto", needs_gradients: bool = False, threads: int | None = None):
-    """The analyser for this model, layers and backend.
-
-    backend: torch | onnx | auto. auto measures both once per machine and model (cached, see
-    toolbox.models.backend_choice) and takes the faster. needs_gradients: the current view
-    backpropagates, so torch is used whatever the backend (except for a user ONNX graph, which
-    only onnxruntime runs: check ``supports_gradients``). A user ONNX graph always runs on onnx.
-    threads: onnxruntime's CPU threads (match torch.get_num_threads() for a fair auto choice).
-    """
-    if backend not in BACKENDS:
-        raise DeepvisError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
-    if model.module is None:
-        return OnnxFrameAnalyser(model, layers, providers, threads=threads)
-    if needs_gradients:
-        return TorchFrameAnalyser(model, layers, note="gradients" if backend != "torch" else "")
-    if backend == "auto":
-        from toolbox.models.backend_choice import choose_backend
-
-        try:
-            backend = choose_backend(model, model.layers if layers is None else layers, providers, threads=threads).backend
-        except DeepvisError:  # no onnxruntime, or the model does not export: torch is always there
-            return TorchFrameAnalyser(model, layers, note="onnx unavailable")
-    if backend == "onnx":
-        return OnnxFrameAnalyser(model, layers, providers, threads=threads)
-    return TorchFrameAnalyser(model, layers)
 
 
 def synthetic_frame(size: int, seed: int = 0) -> Frame:

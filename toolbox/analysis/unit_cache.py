@@ -18,7 +18,7 @@ import numpy as np
 
 from toolbox.analysis.unitvis import (DEFAULT_PRESET, PRESETS, Cancelled, UnitVisSettings, to_bgr_uint8,
                                       unit_images)
-from toolbox.analysis.unitvis.optimise import CancelSignal, _is_cancelled
+from toolbox.analysis.optimise.progress import CancelSignal, cancel_check
 from toolbox.atomic import write_image, write_json
 from toolbox.cache import cache_root
 from toolbox.models.registry import LoadedModel
@@ -93,7 +93,7 @@ def compute_unit_images(model: LoadedModel, layer: str, channels: Sequence[int],
     if progress is not None:
         progress(len(images), total)
     for start in range(0, len(missing), max(1, batch)):
-        if _is_cancelled(cancel):
+        if cancel_check(cancel)():
             break
         chunk = missing[start : start + batch]
         try:

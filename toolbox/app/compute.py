@@ -22,7 +22,7 @@ import torch
 
 from toolbox.analysis.activations import Prediction, channel_means, top_predictions
 from toolbox.analysis.frame_analysis import FrameResult
-from toolbox.analysis.onnx_frame_analysis import make_frame_analyser
+from toolbox.analysis.backend_choice import make_frame_analyser
 from toolbox.app.state import AppState
 from toolbox.app.threads import Captured
 from toolbox.models.registry import LoadedModel

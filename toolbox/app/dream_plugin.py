@@ -1,4 +1,4 @@
-"""DeepDream in the live window (issue 5): dream the current frame, or dream the video as it plays.
+"""DeepDream in the live window: dream the current frame, or dream the video as it plays.
 
 Keys (configs/keys.yaml):
 
@@ -37,7 +37,7 @@ from toolbox.app.compute import LiveResult
 from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action
 from toolbox.app.tasks import TaskContext, TaskRunner
 from toolbox.app.threads import Captured, LatestSlot
-from toolbox.atomic import unique_path, write_image
+from toolbox.atomic import write_unique_image
 from toolbox.config import DreamConfig
 from toolbox.models.registry import LoadedModel
 from toolbox.render.panes import blank_pane, fit_image
@@ -251,7 +251,7 @@ class LiveDream:
         if result.cancelled:
             shot.cancelled = True
             return None
-        shot.path = write_image(unique_path(self.snapshot_dir, "dream", ".png"), result.image)
+        shot.path = write_unique_image(self.snapshot_dir, "dream", ".png", result.image)
         return shot.path
 
     def start_live(self, settings: DreamSettings, label: str = "", mirror: bool = False) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolbox.analysis.onnx_frame_analysis import provider_choice
+from toolbox.analysis.backend_choice import provider_choice
 from toolbox.app.compute import LiveCompute, LiveResult, mirrored
 from toolbox.app.keys import KeyTable, load_key_table
 from toolbox.app.overlays import help_overlay, hex_colour, mark_stale, no_signal, progress_bars
@@ -24,7 +25,8 @@ from toolbox.app.recorder import Recorder
 from toolbox.app.snapshot import snapshot_paths, write_snapshot
 from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, reduce
 from toolbox.app.tasks import TaskRunner
-from toolbox.app.threads import Captured, CaptureThread, ComputeThread, LatestSlot, RateMeter, set_cv_threads
+from toolbox.app.threads import (Captured, CaptureThread, ComputeThread, LatestSlot, RateMeter, failure_text,
+                                 set_cv_threads)
 from toolbox.app.view import LiveView
 from toolbox.app.window import Window, check_gui
 from toolbox.config import Config
@@ -35,9 +37,12 @@ from toolbox.render.layout import Rect
 from toolbox.sources import open_source
 from toolbox.sources.base import FrameSource
 from toolbox.sources.capture import CameraSource
+from toolbox.sources.frame import Frame
 
 MESSAGE_SECONDS = 4.0
 STATUS_REFRESH_S = 0.5
+FAILURE_SHOWN_S = 4.0  # a dead capture or compute thread: its error stays on screen this long, then the app exits
+EXIT_THREAD_FAILED = 1
 
 
 @dataclass
@@ -97,7 +102,7 @@ def layer_shapes(model: LoadedModel, layers: list[str]) -> tuple[LayerShape, ...
 
 class LiveApp:
     def __init__(self, source: FrameSource, model: LoadedModel, config: Config, layer: str,
-                 options: LiveOptions | None = None):
+                 options: LiveOptions | None = None, first: Frame | None = None):
         self.source, self.model, self.config = source, model, config
         self.options = options or LiveOptions()
         live = config.live
@@ -130,7 +135,7 @@ class LiveApp:
                                    backend=config.model.backend, providers=provider_choice(config.model.device),
                                    threads=live.torch_threads)
         self.capture = CaptureThread(source, self.frames, self.wake, paced=self.options.paced,
-                                     backoff=(live.reconnect_min_s, live.reconnect_max_s))
+                                     backoff=(live.reconnect_min_s, live.reconnect_max_s), first=first)
         self.compute_thread = ComputeThread(self.compute, self.frames, self.states, self.results, self.wake)
         self.capture.demand = lambda: self.compute_thread.taken_seq >= self.frames.get()[0]
         self.display_meter = RateMeter()
@@ -138,6 +143,9 @@ class LiveApp:
         self.window: Window | None = None
         self.recorder: Recorder | None = None
         self.quit = False
+        self.exit_code = 0
+        self.failure = ""  # the error of a dead capture or compute thread ("" while both run)
+        self._failed_at = 0.0
         self._message = ("", 0.0)
         self._next_snapshot = 0
         self._drawn_key: tuple | None = None
@@ -235,7 +243,12 @@ class LiveApp:
             self.recorder.start()
             self.flash(f"recording {self.recorder.path}")
         elif not self.state.recording and self.recorder is not None:
-            path, self.recorder = self.recorder.finish(), None
+            recorder, self.recorder = self.recorder, None
+            try:
+                path = recorder.finish()
+            except DeepvisError as error:
+                self.flash(str(error))
+                return
             self.flash(f"saved {path}" if path else "nothing recorded")
 
     def sync(self) -> None:
@@ -277,6 +290,12 @@ class LiveApp:
             flags.append("end of input")
         if self.compute_thread.stats.error:
             flags.append(f"error: {self.compute_thread.stats.error}")
+        skipped = getattr(self.source, "skipped", ())  # an image folder's unreadable files (SkippedFile)
+        if skipped:
+            names = ", ".join(s.path.name for s in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            flags.append(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''}: {names}")
+        if self.failure:
+            flags.append(f"STOPPED: {self.failure}")
         text, until = self._message
         if text and time.monotonic() < until:
             flags.append(f"- {text}")
@@ -295,7 +314,8 @@ class LiveApp:
 
     def _current_status_inputs(self, result) -> tuple:
         """What makes the status line change at once (the rates change only every STATUS_REFRESH_S)."""
-        return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error)
+        return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error,
+                len(getattr(self.source, "skipped", ())), self.failure)
 
     def draw(self, force: bool = False) -> np.ndarray | None:
         """Compose and show the window if anything visible changed; returns the shown image."""
@@ -319,6 +339,8 @@ class LiveApp:
                             mark_stale(image, self.view.panes[pane], f"stale {lag:.1f} s", self.stale_colour)
         if not self.capture.status.signal and "input" in self.view.panes:
             no_signal(image, self.view.panes["input"])
+        if self.failure and "input" in self.view.panes:
+            no_signal(image, self.view.panes["input"], f"stopped: {self.failure}")
         self.view.paste_status(image, status)
         if active and "side" in self.view.panes:
             progress_bars(image, self.view.panes["side"], active, self.accent_colour)
@@ -338,7 +360,21 @@ class LiveApp:
         return image
 
     # --- lifetime -------------------------------------------------------------------------------------
+    def check_threads(self, now: float | None = None) -> None:
+        """Notice a capture or compute thread that died: keep its error on screen for FAILURE_SHOWN_S,
+        then quit (the app never runs on without its input)."""
+        now = time.monotonic() if now is None else now
+        if not self.failure:
+            for role, thread in (("capture", self.capture), ("compute", self.compute_thread)):
+                if thread.failure:
+                    self.failure, self._failed_at = f"{role} failed: {thread.failure}", now
+                    break
+        elif now - self._failed_at >= FAILURE_SHOWN_S:
+            self.quit = True
+
     def run(self) -> int:
+        """The main loop until q, a closed window or a dead thread; returns the exit code (0, or
+        EXIT_THREAD_FAILED after a thread died)."""
         self.window = Window(self.config.live.window_title)
         with self.compute:
             try:
@@ -352,18 +388,24 @@ class LiveApp:
                         break
                     if code != -1:
                         self.on_key(code)
+                    self.check_threads()
                     self.sync()
                     self.draw()
                     if self.options.max_frames and self.stats.displayed >= self.options.max_frames:
                         break
             finally:
                 self.shutdown()
-        return 0
+        return EXIT_THREAD_FAILED if self.failure else 0
 
     def shutdown(self) -> None:
         """Finalise a recording, stop and join the threads, release the source, close the window."""
         if self.recorder is not None:
-            path, self.recorder = self.recorder.finish(), None
+            recorder, self.recorder = self.recorder, None
+            try:
+                path = recorder.finish()
+            except DeepvisError as error:
+                print(f"deepvis: error: {error}", file=sys.stderr)
+                path = None
             if path:
                 print(f"deepvis: saved {path}")
         self.capture.stop()
@@ -377,23 +419,41 @@ class LiveApp:
             self.window.close()
 
 
+def first_frame(source: FrameSource) -> Frame:
+    """The source's first frame, or a one-line DeepvisError: a source that fails before its first
+    frame is a start-up error, reported before the window opens."""
+    try:
+        frame = source.read()
+    except DeepvisError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a decoder's own exception, as one line
+        raise DeepvisError(f"cannot read {source.name}: {failure_text(error)}") from None
+    if frame is None:
+        raise DeepvisError(f"{source.name} delivered no frame: check the source (deepvis live demo shows the "
+                           "bundled clip)")
+    return frame
+
+
 def open_live(source_spec: str, config: Config, options: LiveOptions | None = None) -> LiveApp:
-    """Check the display, load the model, open the source: every user error is raised here."""
-    check_gui()  # before the model loads: a missing display is reported in a fraction of a second
-    torch.set_num_threads(max(1, config.live.torch_threads))
-    set_cv_threads(1)
-    model = model_from_config(config)
-    layer = chosen_layer(model, config.model.layer)
+    """Check the display, load the model, open the source and read its first frame: every user error
+    is raised here, before the window opens."""
     source = open_source(source_spec, loop=True)
     try:
-        return LiveApp(source, model, config, layer, options)
+        first = first_frame(source)
+        check_gui()  # before the model loads: a missing display is reported in a fraction of a second
+        torch.set_num_threads(max(1, config.live.torch_threads))
+        set_cv_threads(1)
+        model = model_from_config(config)
+        layer = chosen_layer(model, config.model.layer)
+        return LiveApp(source, model, config, layer, options, first=first)
     except BaseException:
         source.close()
         raise
 
 
 def run_live(source_spec: str, config: Config, options: LiveOptions | None = None) -> LiveApp:
-    """Open everything, run until the user quits; returns the app (its stats)."""
+    """Open everything, run until the user quits or a thread dies; returns the app (its stats and
+    ``exit_code``)."""
     app = open_live(source_spec, config, options)
-    app.run()
+    app.exit_code = app.run()
     return app

@@ -1,4 +1,4 @@
-"""Saliency in the live window (issues 4 and 7): which pixels make the selected unit, or the top-1
+"""Saliency in the live window: which pixels make the selected unit, or the top-1
 class, fire; and the gradient reaching each channel of the selected layer ("back diffs").
 
 Keys (configs/keys.yaml):

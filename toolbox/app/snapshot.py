@@ -2,7 +2,9 @@
 
 All files of one snapshot share a number that no earlier snapshot used (``snapshot-0007.png``,
 ``snapshot-0007-mosaic.png``, ..., ``snapshot-0007.json``); each is written atomically and the
-JSON last, so a JSON on disk means the snapshot is complete.
+JSON last, so a JSON on disk means the snapshot is complete. The number is claimed by creating the
+window image's name exclusively (a hard link, which fails if the name exists): two sessions saving
+into one folder at once get different numbers instead of overwriting each other.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolbox.atomic import write_image, write_json
+from toolbox.atomic import encode_image, publish_exclusive, temporary_path, user_write_errors, write_image, write_json
 from toolbox.render.layout import Rect
 
 
@@ -39,8 +41,13 @@ def snapshot_paths(directory: str | Path, pane_names, stem: str = "snapshot", st
 
 
 def write_snapshot(files: SnapshotFiles, window: np.ndarray, panes: dict[str, Rect], info: dict) -> SnapshotFiles:
-    """Write ``window`` (H, W, 3) uint8 BGR, its pane crops, then ``info`` + the file names as JSON."""
-    write_image(files.window, window)
+    """Write ``window`` (H, W, 3) uint8 BGR, its pane crops, then ``info`` + the file names as JSON;
+    -> the files written, under the next free number if another session took ``files.number`` meanwhile."""
+    with temporary_path(files.window) as tmp:
+        with user_write_errors(files.window):
+            tmp.write_bytes(encode_image(tmp, window))
+            while not publish_exclusive(tmp, files.window):
+                files = snapshot_paths(files.window.parent, files.panes, start=files.number + 1)
     for name, path in files.panes.items():
         r = panes[name]
         write_image(path, np.ascontiguousarray(window[r.y : r.y + r.h, r.x : r.x + r.w]))

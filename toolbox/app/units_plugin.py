@@ -1,4 +1,4 @@
-"""Per-unit pictures in the live window: the side column and the filter view (issue 6).
+"""Per-unit pictures in the live window: the side column and the filter view.
 
 The side column shows, for the selected unit (layer, channel), its synthetic image (activation
 maximisation, read from the unit cache, else optimised in a background task) above the 9 patches of

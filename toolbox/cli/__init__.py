@@ -70,15 +70,22 @@ def cmd_inspect(args) -> int:
 def cmd_live(args) -> int:
     from toolbox.app.live import LiveOptions, run_live
 
+    from toolbox.atomic import check_writable_folder
+
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
                           max_frames=args.max_frames, index=args.index, cav=args.cav)
     # --threads sets the live compute thread's count; capture and display run beside it
-    run_live(args.source, _config(args, **{"live.torch_threads": args.threads}), options)
+    config = _config(args, **{"live.torch_threads": args.threads})
+    for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
+        check_writable_folder(folder)  # before the window opens, so that a snapshot cannot fail later
+    app = run_live(args.source, config, options)
+    if app.failure:
+        print(f"deepvis: error: {app.failure}", file=sys.stderr)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(app.exit_code)
 
 
 def cmd_dream(args) -> int:
@@ -86,9 +93,13 @@ def cmd_dream(args) -> int:
 
     options = DreamOptions(preset=args.preset, layers=args.layers, octaves=args.octaves, scale=args.scale,
                            steps=args.steps, step_size=args.step_size, tile=args.tile, seed=args.seed,
-                           max_frames=args.max_frames)
-    written = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
-    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}")
+                           max_frames=args.max_frames, **({} if args.max_side is None else {"max_side": args.max_side}))
+    run = run_dream(args.input, args.out, _config(args), options, progress=not args.quiet)
+    for note in run.notes:
+        print(f"deepvis: {note}")
+    written = run.written
+    print(f"wrote {written[0] if len(written) == 1 else f'{len(written)} files under {args.out}'}"
+          + (f"; skipped {len(run.skipped)} unreadable: {', '.join(s['file'] for s in run.skipped)}" if run.skipped else ""))
     return 0
 
 
@@ -135,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")
     p.add_argument("source", nargs="?", default="0", help="camera index (default 0) | demo | video | images | URL")
-    _add_model_options(p)
+    _add_model_options(p, threads_help="CPU threads of the compute thread (default live.torch_threads, 1: "
+                       "capture and display need the other cores)")
     p.add_argument("--fast", action="store_true", help="files as fast as the model computes, not at their frame rate")
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
@@ -159,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="tile side in pixels (default: untiled while the image fits)")
     p.add_argument("--seed", type=int, help="random seed of the jitter (same seed, same dream)")
     p.add_argument("--max-frames", type=int, help="video: stop after N frames")
+    p.add_argument("--max-side", type=int, help="dream with the long side at most this many pixels, "
+                   "then resize back (default 1024; 0: full size, slow and memory-hungry for large photos)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_dream)
 

@@ -6,15 +6,15 @@ import argparse
 EXIT_USER_ERROR = 2
 
 
-def add_model_options(parser: argparse.ArgumentParser, layer: bool = True) -> None:
+def add_model_options(parser: argparse.ArgumentParser, layer: bool = True, threads_help: str | None = None) -> None:
     parser.add_argument("--model", help="model name (deepvis models), default lite0")
     parser.add_argument("--weights", help="state-dict .pth path, or 'none' for random weights")
     parser.add_argument("--device", help="auto | cpu | cuda")
     if layer:
         parser.add_argument("--layer", help="layer name or index (deepvis layers)")
     parser.add_argument("--config", help="YAML file overriding configs/default.yaml")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="CPU threads of torch, onnxruntime and OpenCV (default: every usable core)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help=threads_help or
+                        "CPU threads of torch, onnxruntime and OpenCV (default: every usable core)")
 
 
 def positive_int(text: str) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from toolbox.analysis.activations import layer_means, most_active_channels, top_predictions
-from toolbox.analysis.onnx_frame_analysis import make_frame_analyser, provider_choice
+from toolbox.analysis.backend_choice import make_frame_analyser, provider_choice
 from toolbox.analysis.top_patches import TopPatches
 from toolbox.atomic import user_write_errors
 from toolbox.config import Config
@@ -39,7 +39,8 @@ def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: boo
     (toolbox.output_set): all of them appear when the run completes, none if it fails, and an
     earlier run's outputs in ``out_dir`` are replaced as a whole. Unreadable files of a folder
     source are skipped with a warning and listed in the summary."""
-    out_dir = check_output_folder(check_folder_name(out_dir, "analyze", "annotated.mp4, frames.jsonl, summary.json"))
+    out_dir = check_output_folder(check_folder_name(out_dir, "analyze", "annotated.mp4, frames.jsonl, summary.json"),
+                                  "analyze")
     outputs = AnalyzeOutputs(out_dir / "annotated.mp4", out_dir / "frames.jsonl", out_dir / "summary.json")
     # Everything that can fail on user input is checked before the first byte is written.
     every, limit = config.analyze.every, check_max_frames(config.analyze.max_frames)

@@ -33,7 +33,7 @@ def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict
     """Writes predictions.json, window.png, filters.png, features/NN_<layer>.png and saliency/ (every
     saliency method's map for the top-1 class, see toolbox.jobs.saliency_maps) as one output set
     (toolbox.output_set); -> {what: final path}."""
-    out_dir = check_output_folder(check_folder_name(out_dir, "inspect", "predictions.json, window.png, ..."))
+    out_dir = check_output_folder(check_folder_name(out_dir, "inspect", "predictions.json, window.png, ..."), "inspect")
     image = read_image(image_path)
     model = model_from_config(config)
     if model.module is None:

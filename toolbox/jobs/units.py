@@ -10,7 +10,7 @@ from tqdm import tqdm
 from toolbox.analysis.top_patches import TopPatches
 from toolbox.analysis.unit_cache import DEFAULT_BATCH, UnitCache, compute_unit_images
 from toolbox.analysis.unitvis import DEFAULT_PRESET, preset
-from toolbox.atomic import write_image, write_json
+from toolbox.atomic import check_writable_folder, write_image
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import chosen_layer, model_from_config
@@ -56,6 +56,8 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
     if batch < 1:
         raise DeepvisError(f"--batch must be 1 or more channels, not {batch}")
     settings = preset(preset_name, steps=steps, size=size)
+    cache = UnitCache(out)
+    check_writable_folder(cache.root)  # before any work; creates nothing
     model = model_from_config(config)
     if model.module is None:
         raise DeepvisError("unit images need gradients, which an ONNX graph does not give: use a PyTorch model")
@@ -65,7 +67,6 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
         raise DeepvisError(f"layer '{layer}' outputs shape {info.shape}, not a feature map: "
                            "pick a conv layer (deepvis layers)")
     chosen = parse_channels(channels, info.channels)
-    cache = UnitCache(out)
     with tqdm(total=len(chosen), unit="ch", desc=f"units {layer}", disable=not progress or None) as bar:
         def on_progress(done: int, total: int) -> None:
             bar.n = done

@@ -14,9 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
+from toolbox.config import read_yaml
 from toolbox.errors import DeepvisError
 from toolbox.models.labels import imagenet_categories, read_labels
 from toolbox.models.layers import LayerInfo
+from toolbox.models.loaded import LoadedModel
 from toolbox.models.preprocess import IMAGENET, Preprocess
 
 GRADIENTS_UNAVAILABLE = "gradients need a torch model; this ONNX graph offers occlusion and RISE"
@@ -161,8 +163,6 @@ def _probe_shapes(model, input_name: str, side: int, path: Path) -> dict[str, tu
 def read_preprocess(path: str | Path) -> Preprocess:
     """A YAML file with size (int), mean and std (3 numbers each, RGB), optional scale
     (x_model = (rgb01 * scale - mean) / std) -> Preprocess."""
-    from toolbox.config import read_yaml
-
     data = read_yaml(path)
     unknown = set(data) - {"size", "mean", "std", "scale"}
     if unknown:
@@ -195,14 +195,12 @@ def _categories(labels: str | Path | None, num_classes: int) -> tuple[str, ...]:
     return names
 
 
-def load_onnx_model(path: str | Path, labels: str | Path | None = None, preprocess: str | Path | None = None):
+def load_onnx_model(path: str | Path, labels: str | Path | None = None, preprocess: str | Path | None = None) -> LoadedModel:
     """A LoadedModel (module=None, onnx=OnnxGraph) for a user's .onnx classifier.
 
     labels: text file, one class name per line (default: ImageNet names for 1000 scores).
     preprocess: YAML file (see read_preprocess); default ImageNet mean/std at the graph's input size.
     """
-    from toolbox.models.registry import LoadedModel
-
     path = Path(path)
     model = _read_graph(path)
     graph_input = _image_input(model, path)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +11,9 @@ from torch import nn
 from toolbox.errors import DeepvisError
 from toolbox.models import lite0
 from toolbox.models.labels import imagenet_categories
-from toolbox.models.layers import LayerInfo, layer_table, visualisable_layers
+from toolbox.models.layers import visualisable_layers
+from toolbox.models.loaded import LoadedModel
+from toolbox.models.onnx_user import load_onnx_model
 from toolbox.models.preprocess import IMAGENET, LITE0, Preprocess
 
 DEFAULT_MODEL = "lite0"
@@ -21,43 +21,9 @@ DEFAULT_MODEL = "lite0"
 TORCHVISION_MODELS = ("googlenet", "inception_v3", "vgg16", "vgg11", "alexnet", "resnet18", "resnet50",
                       "mobilenet_v3_large", "efficientnet_b0")
 INPUT_SIZES = {"inception_v3": 299}
-
-
-@dataclass
-class LoadedModel:
-    """A classifier ready for visualisation: eval mode, parameters frozen, on its device."""
-
-    name: str
-    module: nn.Module | None  # None for a user's ONNX graph (then ``onnx`` is set)
-    preprocess: Preprocess
-    categories: tuple[str, ...]
-    layers: list[str]  # visualisable layers, shallow to deep
-    weights: str  # where the weights came from: a file path, or "random"
-    weights_id: str  # short content hash of the weights (cache key)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    channels_last: bool = False
-    onnx: Any = None  # toolbox.models.onnx_user.OnnxGraph for a user's .onnx file, else None
-
-    def layer_infos(self, names: list[str] | None = None) -> list[LayerInfo]:
-        if self.onnx is not None:
-            return self.onnx.layer_infos(names)
-        x = torch.zeros(1, 3, self.preprocess.size, self.preprocess.size, device=self.device)
-        return layer_table(self.module, self._layout(x), self.layers if names is None else names)
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def input_tensor(self, views) -> torch.Tensor:
-        """Model views (uint8 BGR, preprocess.size square) -> input tensor on this model's device."""
-        return self._layout(self.preprocess.to_tensor(views, self.device))
-
-    def check_layer(self, name: str) -> str:
-        from toolbox.models.capture import resolve_module
-
-        if self.onnx is not None:
-            return self.onnx.check_layer(name)
-        resolve_module(self.module, name)
-        return name
+# Auxiliary classifier heads: deepvis builds these models without them, so a state dict's keys
+# for them (torchvision's files have them) are dropped by name; every other key must match.
+AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
 
 
 def available_models() -> list[str]:
@@ -84,6 +50,25 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise DeepvisError(f"weights {path} hold a {type(state).__name__}, not a state dict")
     return state
+
+
+def _check_keys(module: nn.Module, state: dict, name: str, path: Path) -> None:
+    """DeepvisError naming a few missing and unexpected keys when ``state`` is not ``module``'s state
+    dict (auxiliary heads, AUX_HEADS, may be present or absent)."""
+    aux = AUX_HEADS.get(name, ())
+    expected = set(module.state_dict())
+    missing = sorted(expected.difference(state))
+    unexpected = sorted(k for k in set(state).difference(expected) if not k.startswith(aux))
+    if not missing and not unexpected:
+        return
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    parts = ([f"{len(missing)} missing keys ({few(missing)})"] if missing else []) + (
+        [f"{len(unexpected)} unexpected keys ({few(unexpected)})"] if unexpected else [])
+    raise DeepvisError(f"weights {path} do not fit model {name}: {'; '.join(parts)}; pass {name}'s state dict, "
+                       "or --weights none for random weights")
 
 
 def _torchvision_cached_weights(name: str) -> Path:
@@ -125,8 +110,6 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: st
     optional labels file and preprocess YAML; weights, device and channels_last do not apply.
     """
     if name.lower().endswith(".onnx"):
-        from toolbox.models.onnx_user import load_onnx_model
-
         return load_onnx_model(name, labels=labels, preprocess=preprocess)
     random_init = weights is not None and weights.lower() == "none"
     with torch.random.fork_rng(devices=[]):
@@ -142,8 +125,9 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: st
         else:
             path = _torchvision_cached_weights(name)
         state = _load_state_dict(path)
+        _check_keys(module, state, name, path)
         try:
-            module.load_state_dict(state, strict=name not in ("googlenet", "inception_v3"))
+            module.load_state_dict({k: v for k, v in state.items() if not k.startswith(AUX_HEADS.get(name, ()))})
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise DeepvisError(f"weights {path} do not fit model {name}: {first}") from None

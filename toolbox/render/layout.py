@@ -1,26 +1,14 @@
 """The window as one image: panes placed at rectangles from the layout config."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from toolbox.config import Rect
 from toolbox.render.panes import blank_pane, paste_centred, scale_to_fit
 
+__all__ = ["Rect", "compose", "WINDOW_BACKGROUND"]
+
 WINDOW_BACKGROUND = (18, 18, 18)
-
-
-@dataclass(frozen=True)
-class Rect:
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(height, width), the order numpy shapes use."""
-        return self.h, self.w
 
 
 def compose(width: int, height: int, rects: dict[str, Rect], images: dict[str, np.ndarray]) -> np.ndarray:

@@ -14,8 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from toolbox.errors import DeepvisError
-from toolbox.analysis.dream.objectives import TERMS, LayerTerm
-from toolbox.analysis.dream.octaves import FAMILIES
+from toolbox.analysis.objectives.dream import TERMS, LayerTerm
+from toolbox.analysis.optimise.octaves import FAMILIES
 
 NORMS = ("mean-abs", "std")
 COMPILE_MODES = ("none", "compile", "cudagraph")

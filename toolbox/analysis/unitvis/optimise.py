@@ -18,16 +18,19 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional, Sequence, Union
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from toolbox.analysis.unitvis import regularisers as reg
-from toolbox.analysis.unitvis.objectives import Objective, channel_values
-from toolbox.analysis.unitvis.param import FourierImage, PixelImage
-from toolbox.analysis.unitvis.transforms import TransformSettings, random_transform
+from toolbox.analysis.objectives.unit import Objective, channel_values
+from toolbox.analysis.optimise.loop import Optimiser
+from toolbox.analysis.optimise.param import FourierImage, PixelImage
+from toolbox.analysis.optimise.progress import CancelSignal, Cancelled
+from toolbox.analysis.optimise.steps import Adam, NormalisedAscent
+from toolbox.analysis.optimise.transforms import TransformSettings, random_transform
 from toolbox.errors import DeepvisError
 from toolbox.models.capture import _first_tensor, resolve_module
 from toolbox.models.registry import LoadedModel
@@ -87,19 +90,6 @@ def preset(name: str, **overrides) -> UnitVisSettings:
     if name not in PRESETS:
         raise DeepvisError(f"unknown unit-vis preset '{name}': choose one of {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
-
-
-class Cancelled(Exception):
-    """Raised by ``unit_images`` when its cancel signal is set."""
-
-
-CancelSignal = Union[threading.Event, Callable[[], bool], None]
-
-
-def _is_cancelled(cancel: CancelSignal) -> bool:
-    if cancel is None:
-        return False
-    return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
 
 
 class _StopForward(Exception):
@@ -168,30 +158,31 @@ def unit_images(model: LoadedModel, layer: str, channels: Sequence[int],
         param = FourierImage(gens, s.size, device, s.decay_power, s.decorrelate)
     else:
         param = PixelImage(gens, s.size, device)
-    optimiser = torch.optim.Adam(param.parameters(), lr=s.lr) if s.optimiser == "adam" else None
+    if s.optimiser == "adam":
+        rule = Adam(s.lr)
+    else:
+        rule = NormalisedAscent(s.lr, "max", (-0.5, 0.5), lambda y, grad, step: _yosinski_regularise(y, grad, step, s))
+    transform = (lambda x: random_transform(x, s.transforms, gens)) if s.transforms is not None else None
     target = torch.tensor(channels, dtype=torch.long, device=device)
+    checked = []
+
+    def gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.requires_grad_(True)
+        inp = model.preprocess.normalise(x)
+        if model.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        act = cut(inp)
+        if act.dim() == 4 and not checked:
+            _check_channels(layer, act.shape[1], channels)
+            checked.append(True)
+        total = channel_values(act, target, s.objective).sum()
+        return torch.autograd.grad(total, x)[0], total.detach()
+
+    progress = None if on_step is None else (lambda p: on_step(p.step, p.steps))
     with LayerCut(model.module, layer) as cut, torch.inference_mode(False), torch.enable_grad():
-        for step in range(s.steps):
-            if _is_cancelled(cancel):
-                raise Cancelled
-            rgb = param.image()
-            x = random_transform(rgb, s.transforms, gens) if s.transforms is not None else rgb
-            x = model.preprocess.normalise(x)
-            if model.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            act = cut(x)
-            if act.dim() == 4 and step == 0:
-                _check_channels(layer, act.shape[1], channels)
-            total = channel_values(act, target, s.objective).sum()
-            if optimiser is not None:
-                optimiser.zero_grad(set_to_none=True)
-                (-total).backward()
-                optimiser.step()
-            else:
-                (grad,) = torch.autograd.grad(total, param.centred)
-                _yosinski_step(param, grad, step, s)
-            if on_step is not None:
-                on_step(step + 1, s.steps)
+        _, cancelled = Optimiser(gradient, rule, transform=transform).run(param, s.steps, gens[0], cancel, progress)
+    if cancelled:
+        raise Cancelled
     with torch.no_grad():
         return param.image().detach().clamp(0, 1).float().cpu()
 
@@ -202,19 +193,12 @@ def _check_channels(layer: str, available: int, channels: list[int]) -> None:
         raise DeepvisError(f"layer '{layer}' has channels 0..{available - 1}, not {bad[0]}: pick channels in that range")
 
 
-@torch.no_grad()
-def _yosinski_step(param: PixelImage, grad: torch.Tensor, step: int, s: UnitVisSettings) -> None:
-    """Normalised gradient ascent, then the regularisers r_theta of Yosinski et al., then the valid range."""
-    x = param.centred
-    # Normalised per image so that the most sensitive pixel moves by lr: the step size then means
-    # the same for every model and layer (raw gradient scales differ by orders of magnitude).
-    g = grad / grad.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
-    y = x + s.lr * g
+def _yosinski_regularise(y: torch.Tensor, grad: torch.Tensor, step: int, s: UnitVisSettings) -> torch.Tensor:
+    """The regularisers r_theta of Yosinski et al. on the stepped centred pixels y (N, 3, S, S)."""
     y = reg.l2_decay(y, s.l2_decay)
     y = reg.blur_every(y, step, s.blur_every, s.blur_sigma)
     y = reg.clip_small_norm(y, s.small_norm_pct)
-    y = reg.clip_small_contribution(y, grad, s.small_contribution_pct)
-    x.copy_(y.clamp(-0.5, 0.5))
+    return reg.clip_small_contribution(y, grad, s.small_contribution_pct)
 
 
 def to_bgr_uint8(images: torch.Tensor) -> np.ndarray:

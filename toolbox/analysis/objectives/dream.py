@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 
+from toolbox.analysis.optimise.network import LOGITS
+
 TERMS = ("mean", "l2", "channel", "guide", "logit")
-LOGITS = "logits"  # the layer name that stands for the network's output
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """Image parameterisations: what the optimiser changes, and how it becomes an RGB image.
 
-One seeded generator per batch element makes each element's start independent of the batch
-it is computed in. Both produce (N, 3, H, W) float32 RGB in [0, 1] from learnable tensors:
+All produce (N, 3, H, W) float32 RGB in [0, 1] from the tensors a step rule updates
+(``parameters()``); ``image()`` builds the picture (with its autograd graph where there is one):
 
+- ``Pixels``: the image itself (DeepDream, inversion, style transfer).
+
+For unit pictures one seeded generator per batch element makes each element's start independent
+of the batch it is computed in:
 - ``PixelImage``: the pixels themselves, stored centred on mid-grey (value 0 = grey 0.5), so
   that the Yosinski et al. regularisers (decay towards 0, clipping to 0) mean "towards grey".
 - ``FourierImage``: the Lucid parameterisation. A real-FFT spectrum scaled by 1/f^decay (so
@@ -84,3 +88,20 @@ class FourierImage:
             x = decorrelate_colour(x)
         return torch.sigmoid(x)
 
+
+
+class Pixels:
+    """One image's pixels as they are: ``rgb`` (N, 3, H, W) float32 RGB in [0, 1], updated in place.
+
+    The parameterisation of DeepDream, inversion and style transfer (their images start from a
+    photo or from noise and are clipped to [0, 1] by the step rule).
+    """
+
+    def __init__(self, rgb: torch.Tensor):
+        self.rgb = rgb
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.rgb]
+
+    def image(self) -> torch.Tensor:
+        return self.rgb

@@ -1,6 +1,6 @@
-"""The network cut at the deepest dream layer: (N, 3, H, W) model input -> {layer: activation}.
+"""The network cut at the deepest layer an objective reads: (N, 3, H, W) model input -> {layer: activation}.
 
-Layers past the deepest dream layer cost forward FLOPs and change nothing (reference §5), so the
+Layers past the deepest layer read cost forward FLOPs and change nothing (reference §5), so the
 forward stops there. Two ways, same arithmetic:
 - lite0 (and any model whose dream layers sit in a top-level ``nn.Sequential`` prefix): a
   truncated ``nn.Sequential`` built from the model's own modules, no hooks at all;
@@ -23,8 +23,10 @@ from toolbox.errors import DeepvisError
 from toolbox.models.capture import resolve_module
 from toolbox.models.registry import LoadedModel
 
-from toolbox.analysis.dream.conv_relu6 import ConvReLU6
-from toolbox.analysis.dream.objectives import LOGITS
+from toolbox.analysis.optimise.conv_relu6 import ConvReLU6
+
+
+LOGITS = "logits"  # the layer name that stands for the network's output
 
 
 class _StopForward(Exception):
@@ -135,7 +137,7 @@ class _HookedPrefix(nn.Module):
         self._handles.clear()
 
 
-class DreamNetwork:
+class CutNetwork:
     """Callable (N, 3, H, W) model input -> {layer: (N, C, h, w) activation}; ``close()`` removes hooks."""
 
     def __init__(self, model: LoadedModel, layers: Sequence[str], method: str = "auto", fold_bn: bool = True,
@@ -161,14 +163,14 @@ class DreamNetwork:
         if isinstance(self.module, _HookedPrefix):
             self.module.close()
 
-    def __enter__(self) -> "DreamNetwork":
+    def __enter__(self) -> "CutNetwork":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def layer_strides(net: DreamNetwork, device: torch.device, probe: int = 256) -> dict[str, int]:
+def layer_strides(net: CutNetwork, device: torch.device, probe: int = 256) -> dict[str, int]:
     """Input pixels per activation pixel for each spatial dream layer (1 for logits)."""
     x = torch.zeros(1, 3, probe, probe, device=device)
     with torch.inference_mode():

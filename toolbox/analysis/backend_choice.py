@@ -1,8 +1,10 @@
-"""``--backend auto``: time torch and onnxruntime once on this machine, remember the faster.
+"""Which backend runs a model's per-frame forwards: torch or onnxruntime (``--backend``).
 
-The measurement (a few forwards of a noise frame with every captured layer, after warm-up) is
-cached in <cache_root>/backend_choice.json, keyed by model, weights, input size, layers,
-providers, library versions and the machine, so start-up pays for it once.
+``make_frame_analyser`` is the single integration point for jobs and the live app. For
+``--backend auto`` it times both once on this machine and takes the faster: the measurement (a
+few forwards of a noise frame with every captured layer, after warm-up) is cached in
+<cache_root>/backend_choice.json, keyed by model, weights, input size, layers, providers,
+library versions and the machine, so start-up pays for it once.
 """
 from __future__ import annotations
 
@@ -17,9 +19,14 @@ from typing import Sequence
 
 import torch
 
+from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser, TorchFrameAnalyser, synthetic_frame
 from toolbox.atomic import write_json
 from toolbox.cache import cache_root
+from toolbox.errors import DeepvisError
+from toolbox.models.onnx_runtime import import_onnxruntime
+from toolbox.models.registry import LoadedModel
 
+BACKENDS = ("torch", "onnx", "auto")
 CACHE_FILE = "backend_choice.json"
 
 
@@ -66,8 +73,6 @@ def interleaved_medians(analysers: dict, frame, runs: int, warmup: int) -> dict[
 def measure_backends(model, layers: Sequence[str], providers: str = "auto", runs: int = 8,
                      warmup: int = 2, threads: int | None = None) -> BackendChoice:
     """Time both backends now (the onnx one exports the model first if not cached)."""
-    from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser, TorchFrameAnalyser, synthetic_frame
-
     frame = synthetic_frame(model.preprocess.size)
     onnx = OnnxFrameAnalyser(model, layers, providers, threads=threads)
     with TorchFrameAnalyser(model, layers) as torch_analyser, onnx:
@@ -88,8 +93,6 @@ def _read_cache(path) -> dict:
 def choose_backend(model, layers: Sequence[str], providers: str = "auto", refresh: bool = False,
                    threads: int | None = None) -> BackendChoice:
     """The faster backend for this model and layer set on this machine, measured once and cached."""
-    from toolbox.models.onnx_runtime import import_onnxruntime
-
     import_onnxruntime()  # a one-line DeepvisError if missing
     key = choice_key(model, layers, providers, threads)
     path = cache_root() / CACHE_FILE
@@ -106,3 +109,34 @@ def choose_backend(model, layers: Sequence[str], providers: str = "auto", refres
                     "onnx_ms": choice.onnx_ms, "provider": choice.provider, "measured": time.time()}
     write_json(path, entries)
     return choice
+
+
+def provider_choice(device_setting: str) -> str:
+    """Config ``model.device`` (auto | cpu | cuda...) -> onnxruntime providers choice."""
+    return "cpu" if device_setting == "cpu" else "auto"
+
+
+def make_frame_analyser(model: LoadedModel, layers: Sequence[str] | None = None, backend: str = "torch",
+                        providers: str = "auto", needs_gradients: bool = False, threads: int | None = None):
+    """The analyser for this model, layers and backend.
+
+    backend: torch | onnx | auto. auto measures both once per machine and model (cached, see
+    choose_backend) and takes the faster. needs_gradients: the current view
+    backpropagates, so torch is used whatever the backend (except for a user ONNX graph, which
+    only onnxruntime runs: check ``supports_gradients``). A user ONNX graph always runs on onnx.
+    threads: onnxruntime's CPU threads (match torch.get_num_threads() for a fair auto choice).
+    """
+    if backend not in BACKENDS:
+        raise DeepvisError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    if model.module is None:
+        return OnnxFrameAnalyser(model, layers, providers, threads=threads)
+    if needs_gradients:
+        return TorchFrameAnalyser(model, layers, note="gradients" if backend != "torch" else "")
+    if backend == "auto":
+        try:
+            backend = choose_backend(model, model.layers if layers is None else layers, providers, threads=threads).backend
+        except DeepvisError:  # no onnxruntime, or the model does not export: torch is always there
+            return TorchFrameAnalyser(model, layers, note="onnx unavailable")
+    if backend == "onnx":
+        return OnnxFrameAnalyser(model, layers, providers, threads=threads)
+    return TorchFrameAnalyser(model, layers)
