@@ -93,13 +93,24 @@ def test_neighbours_pane_with_an_index_finds_an_indexed_frame_at_distance_zero(l
         app.source.close()
 
 
-def test_an_index_of_another_layer_is_refused_naming_both(lite0, tmp_path):
-    from toolbox.jobs.index import build_index
+def fake_index(folder, lite0, **changes):
+    """An index of one vector whose recipe differs from lite0's as ``changes`` say."""
+    from toolbox.jobs.index import recipe_for
+    from toolbox.jobs.index_store import IndexStore
 
-    build_index(["carphone"], tmp_path / "idx", load_config(overrides={"model.layer": "_blocks.3"}), every=60,
-                progress=False)
-    with pytest.raises(DeepvisError, match=r"layer _blocks\.3.*runs model lite0|layer _blocks\.3"):
-        make_app(lite0, index=str(tmp_path / "idx"))
+    recipe = dataclasses.replace(recipe_for(lite0, "_relu1", "mean"), **changes)
+    store = IndexStore(folder)
+    store.start(recipe)
+    item = {"source": "x", "frame": 0, "time": 0.0, "class": "y", "class_index": 0, "probability": 1.0}
+    store.append(np.ones((1, 8), np.float32), np.zeros((1, 64, 64, 3), np.uint8), [item], {})
+    return folder
+
+
+def test_an_index_of_other_weights_or_an_uncaptured_layer_is_refused_naming_both(lite0, tmp_path):
+    with pytest.raises(DeepvisError, match=r"weights 0123.*the live window runs model lite0 \(weights 005b"):
+        make_app(lite0, index=str(fake_index(tmp_path / "a", lite0, weights_id="0123")))
+    with pytest.raises(DeepvisError, match=r"layer _blocks\.3\._bn0, which the live window does not capture"):
+        make_app(lite0, index=str(fake_index(tmp_path / "b", lite0, layer="_blocks.3._bn0")))
 
 
 def test_map_pane_fits_in_the_background_and_the_point_moves_with_the_frame(lite0, carphone_frames):

@@ -166,6 +166,7 @@ def test_rolling_memory_skips_near_duplicates_wraps_and_searches_like_brute_forc
         assert memory.offer(v, Remembered(i, i / 25, thumb))
         assert not memory.offer(v * 1.01, Remembered(i, i / 25, thumb))  # a still scene: skipped
     assert len(memory) == 50
+    assert not memory.offer(vectors[45] * 1.01, Remembered(99, 0.0, thumb))  # a looping video: kept already
     kept = vectors[30:]  # the oldest 30 were overwritten
     np.testing.assert_array_equal(memory.vectors(), kept)
     found = memory.search(vectors[40], 5)

@@ -38,7 +38,7 @@ def install_neighbours(app):
             return previous(result, state) if previous is not None else None
         matches = result.extras.get("neighbours") or []
         return neighbours_pane([m.thumbnail for m in matches],
-                               [[f"d = {m.distance:.2f}  {m.cls}", m.label] for m in matches], rect.h, rect.w,
+                               [[f"d {m.distance:.1f} {m.cls}", m.label] for m in matches], rect.h, rect.w,
                                title=f"nearest at {source.layer} ({source.description})")
 
     app.compute.add_stage("neighbours", stage, depends_on=(SHOWN,))

@@ -20,7 +20,8 @@ class Remembered:
 
 class RollingMemory:
     """A ring buffer of (vector, Remembered). A frame whose vector lies within ``duplicate_ratio``
-    (relative L2 distance) of the last kept one is skipped, so a still scene does not fill it.
+    (relative L2 distance) of any kept one is skipped, so neither a still scene nor a looping video
+    fills it with copies.
     Thread-safe: the compute thread offers and searches, the draw thread only reads results."""
 
     def __init__(self, capacity: int = 4096, duplicate_ratio: float = 0.05):
@@ -42,9 +43,11 @@ class RollingMemory:
             if self._vectors is None:
                 self._vectors = np.zeros((self.capacity, vector.size), np.float32)
                 self._norms2 = np.zeros(self.capacity, np.float32)
-            if self._count:
-                last = self._vectors[(self._count - 1) % self.capacity]
-                if np.linalg.norm(vector - last) <= self.duplicate_ratio * max(np.linalg.norm(vector), 1e-12):
+            n = len(self)
+            if n:
+                q2 = float(vector @ vector)
+                d2 = self._norms2[:n] - 2.0 * (self._vectors[:n] @ vector) + q2
+                if float(d2.min()) <= self.duplicate_ratio ** 2 * max(q2, 1e-24):
                     return False
             slot = self._count % self.capacity
             self._vectors[slot] = vector
