@@ -101,7 +101,9 @@ def test_gradient_step_shares_one_forward_gives_plain_activations_and_a_heatmap_
     shown = result.base[rect.y:rect.y + rect.h, rect.x:rect.x + rect.w]
     bare = plain.base[rect.y:rect.y + rect.h, rect.x:rect.x + rect.w]
     assert app.view.input_held(state) and not app.view.input_held(app.state)
-    assert np.abs(shown.astype(int) - bare.astype(int)).mean() > 10  # the heatmap is drawn over the frame
+    change = np.abs(shown.astype(int) - bare.astype(int)).max(axis=2)
+    assert (change > 40).mean() > 0.005  # the heatmap is drawn over the frame's salient pixels
+    assert np.median(change) < 10  # and leaves the rest of it readable (no wash)
     flag = app.saliency.status_flag(state)
     assert flag.startswith(f"gradient of unit {LAYER}:0 (cursor)")
     assert "torch CPU" in app.compute.provider_label

@@ -81,16 +81,14 @@ def test_config_threads_key_is_used_when_no_option_is_given(restore_threads, tmp
 
 @pytest.mark.parametrize("value", [0, -2])
 def test_config_threads_below_one_is_refused(value):
-    with pytest.raises(DeepvisError, match="'threads' must be 1 or more"):
+    with pytest.raises(DeepvisError, match=f"threads must be 1 or more, not {value}"):
         load_config(overrides={"threads": value})
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two"])
-def test_threads_option_below_one_exits_2_naming_the_option(value, capsys):
+def test_threads_option_that_is_no_number_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["layers", "--threads", value])
-    assert exit_info.value.code == 2
-    assert "--threads: must be a whole number of 1 or more" in capsys.readouterr().err
+        main(["layers", "--threads", "two"])
+    assert exit_info.value.code == 2 and "--threads: invalid int value" in capsys.readouterr().err
 
 
 def test_importing_deepvis_makes_openmp_threads_wait_passively():

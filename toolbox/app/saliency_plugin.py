@@ -42,7 +42,7 @@ from toolbox.app.tasks import TaskContext, TaskRunner
 from toolbox.config import SaliencyConfig
 from toolbox.models.registry import LoadedModel
 from toolbox.render.colormap import colormap_image
-from toolbox.render.heatmap import HeatmapStyle, gradient_picture, render_heatmap
+from toolbox.render.heatmap import HeatmapStyle, gradient_picture, method_style, render_heatmap
 from toolbox.render.mosaic import (BACKGROUND, SEPARATOR, MosaicGeometry, grid_levels, mosaic_geometry,
                                    outline_tile, resize_tiles, to_levels)
 from toolbox.render.panes import blank_pane, fit_image
@@ -314,7 +314,7 @@ class LiveSaliency:
         with torch.inference_mode(method in GRADIENT_FREE):
             if method == "rise":
                 saliency = rise_saliency(forward, x, getattr(target, "index", None), count=self.config.rise_masks,
-                                         batch_size=32)
+                                         batch_size=32, progress=task.report)
             elif method == "occlusion" and self.model.module is None:
                 saliency = occlusion(forward, x, getattr(target, "index", None), **defaults)
             else:
@@ -379,7 +379,8 @@ class LiveSaliency:
         return text
 
     def style(self, state: AppState, where: str) -> HeatmapStyle:
-        return HeatmapStyle(placement=where, alpha=self.config.alpha, smooth_sigma=self.config.smooth_sigma)
+        return method_style(state.overlay, placement=where, alpha=self.config.alpha,
+                            smooth_sigma=self.config.smooth_sigma)
 
     def holds_input(self, state: AppState) -> bool:
         return state.overlay != OFF and placement(state) == "overlay" and self.available(state.overlay)

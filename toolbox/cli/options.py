@@ -13,19 +13,8 @@ def add_model_options(parser: argparse.ArgumentParser, layer: bool = True, threa
     if layer:
         parser.add_argument("--layer", help="layer name or index (deepvis layers)")
     parser.add_argument("--config", help="YAML file overriding configs/default.yaml")
-    parser.add_argument("--threads", type=positive_int, metavar="N", help=threads_help or
+    parser.add_argument("--threads", type=int, metavar="N", help=threads_help or
                         "CPU threads of torch, onnxruntime and OpenCV (default: every usable core)")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
-    return value
 
 
 def add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:

@@ -29,5 +29,13 @@ def guided_backprop_map(model: nn.Module, x: torch.Tensor, target: Target) -> to
 
 
 def deconvnet_map(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    """Deconvnet backward rule (Zeiler & Fergus 2014), ReLU6 and functional ReLU included."""
+    """Deconvnet backward rule (Zeiler & Fergus 2014), ReLU6 and functional ReLU included.
+
+    On a network without max-pooling (lite0, MobileNets) the rule keeps almost nothing of the image:
+    the backward pass rectifies the signal instead of using the forward switches, so only the ReLU6
+    saturation gates depend on the input, and the map is the network's own pattern: on lite0, vertical
+    stripes over the left third plus a stride grid, where the stride-2 convolutions sample. The map of
+    the mirrored cat matches the cat's in place (correlation 0.7), not mirrored (-0.1), where guided
+    backprop follows the image (Mahendran & Vedaldi 2016 describe the same input independence).
+    """
     return backprop(model, x, target, input_rule="deconv").input_gradient[0]

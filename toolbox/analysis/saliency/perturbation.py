@@ -69,8 +69,10 @@ def _layer_and_score(model: nn.Module, x: torch.Tensor, target: Target, layer: s
 
 
 @torch.no_grad()
-def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32) -> torch.Tensor:
-    """(h, w) Score-CAM (Wang et al. 2020) at ``layer``'s resolution, >= 0, unnormalised: the layer's
+def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32,
+                 relu: bool = True) -> torch.Tensor:
+    """(h, w) Score-CAM (Wang et al. 2020) at ``layer``'s resolution, >= 0 (signed with
+    relu=False), unnormalised: the layer's
     channels weighted by the softmax over channels of the target score of x masked by each channel
     (upsampled bilinearly with aligned corners, min-max scaled with pytorch-grad-cam's 1e-8).
     Masks go through the model ``batch_size`` at a time; all-zero channels (dead ReLUs), whose
@@ -90,7 +92,8 @@ def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, 
         masks = (up - lo) / (hi - lo + 1e-8)
         scores[channels] = target_scores_of(model, x * masks[:, None].to(x.dtype), target).float()
     weights = scores.softmax(dim=0)
-    return (weights[:, None, None] * a).sum(0).clamp_min(0)
+    cam = (weights[:, None, None] * a).sum(0)
+    return cam.clamp_min(0) if relu else cam
 
 
 class _Replace:
@@ -104,8 +107,10 @@ class _Replace:
 
 
 @torch.no_grad()
-def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32) -> torch.Tensor:
-    """(h, w) Ablation-CAM (Desai & Ramaswamy 2020) at ``layer``'s resolution, >= 0, unnormalised:
+def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32,
+                    relu: bool = True) -> torch.Tensor:
+    """(h, w) Ablation-CAM (Desai & Ramaswamy 2020) at ``layer``'s resolution, >= 0 (signed
+    with relu=False), unnormalised:
     channels weighted by (score - score with the channel ablated) / score. An ablated channel is
     set to 0 when the layer's minimum is 0 (a ReLU output), else to that minimum - 1e7, as
     pytorch-grad-cam's AblationLayer. Equals its AblationCAM before normalisation and resizing on
@@ -139,4 +144,5 @@ def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: st
     finally:
         handle.remove()
     weights = (original - scores) / original
-    return (weights[:, None, None] * a[0]).sum(0).clamp_min(0)
+    cam = (weights[:, None, None] * a[0]).sum(0)
+    return cam.clamp_min(0) if relu else cam
