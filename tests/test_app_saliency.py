@@ -195,6 +195,29 @@ def test_an_expensive_method_runs_in_the_background_and_reports_its_age(app, cat
     assert app.tasks.latest(TASK) is following
 
 
+def test_rise_reports_real_progress_and_turning_the_overlay_off_abandons_it(app, cat_bgr):
+    state = with_(app, overlay="rise", extras={TARGET: ("class",)})
+    app.compute(captured(cat_bgr), state)
+    handle = app.tasks.latest(TASK)
+    assert handle.label == "RISE"
+    seen = set()
+    deadline = time.monotonic() + 60
+    while handle.running and time.monotonic() < deadline and len(seen) < 2:
+        if 0 < handle.progress < 1:
+            seen.add(round(handle.progress, 3))
+        time.sleep(0.01)
+    assert len(seen) >= 2, "RISE's bar never moved between 0 and 100 %"  # one report per batch of masks
+    app.compute(captured(cat_bgr), with_(app, overlay="none"))  # the overlay is switched off
+    assert handle.abandoned or not handle.running  # its bar is gone at once
+    handle.join(30)
+    assert handle.status in ("cancelled", "done")
+    app.compute(captured(cat_bgr), state)  # choosing RISE again starts a fresh map
+    fresh = app.tasks.latest(TASK)
+    assert fresh is not handle and fresh.running
+    app.tasks.cancel(TASK)
+    fresh.join(30)
+
+
 def re_age(text: str) -> float:
     import re
 

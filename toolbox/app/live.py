@@ -317,12 +317,21 @@ class LiveApp:
         return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error,
                 len(getattr(self.source, "skipped", ())), self.failure)
 
+    def progress_strip(self) -> Rect | None:
+        """Where task progress bars go: the layout's "progress" pane, else the bottom of the side pane
+        (layouts written before it existed)."""
+        panes = self.view.panes
+        if "progress" in panes:
+            return panes["progress"]
+        side = panes.get("side")
+        return None if side is None else Rect(side.x, side.y + side.h - 28, side.w, 28)
+
     def draw(self, force: bool = False) -> np.ndarray | None:
         """Compose and show the window if anything visible changed; returns the shown image."""
         cap_seq, captured = self.frames.get()
         res_seq, result = self.results.get()
         status = self._status_text(result)
-        active = [(h.label, h.progress) for h in self.tasks.active() if h.cancellable]
+        active = [(h.label, h.progress) for h in self.tasks.active() if h.cancellable and not h.abandoned]
         key = (cap_seq, res_seq, self.state, status, tuple(active), self.capture.status)
         if key == self._drawn_key and not force:
             return None
@@ -342,8 +351,9 @@ class LiveApp:
         if self.failure and "input" in self.view.panes:
             no_signal(image, self.view.panes["input"], f"stopped: {self.failure}")
         self.view.paste_status(image, status)
-        if active and "side" in self.view.panes:
-            progress_bars(image, self.view.panes["side"], active, self.accent_colour)
+        strip = self.progress_strip()
+        if strip is not None and (active or "progress" in self.view.panes):
+            progress_bars(image, strip, active, self.accent_colour)
         if self.state.help:
             help_overlay(image, self.keys.help_lines())
         self.window.show(image)

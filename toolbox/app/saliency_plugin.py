@@ -266,6 +266,9 @@ class LiveSaliency:
                     self.error = ""
             except Exception as exc:  # noqa: BLE001 - the frame's result must still be shown
                 self.error = f"{type(exc).__name__}: {exc}"
+        elif self._task_key is not None:  # nobody shows a background map any more: stop it (its bar goes too)
+            self.tasks.cancel(TASK)
+            self._task_key = None  # choosing the method again starts a fresh map
         out = result.forward_output
         return out.saliency if isinstance(out, SaliencyFrame) else None
 
