@@ -119,7 +119,7 @@ def neighbours(query: str, index_dir: str | Path, out: str | Path, config: Confi
     """Write ``out``/neighbours.png (query + k neighbours, captioned) and ``out``/neighbours.json
     ([{source, frame, time, distance, ...}], nearest first)."""
     if k < 1:
-        raise DeepvisError(f"-k {k}: ask for at least 1 neighbour")
+        raise DeepvisError(f"-k must be 1 or more, not {k}")
     check_output_folder(out)
     index = load_index(index_dir)
     picture, item, caption = query_picture(query, index)

@@ -123,7 +123,7 @@ def picture_tensor(model: LoadedModel, files: list[Path], size: int) -> torch.Te
 def input_tensor(model: LoadedModel, spec: str, count: int, size: int) -> torch.Tensor:
     """Up to ``count`` pictures of a source, evenly spread over it, as model inputs."""
     if count < 1:
-        raise DeepvisError(f"--max-inputs {count}: give at least 1")
+        raise DeepvisError(f"--max-inputs must be 1 or more, not {count}")
     source = open_source(spec)
     views = []
     try:
