@@ -16,6 +16,7 @@ To add a case, add one Row. Placeholders in the command line:
   {good_folder} a folder with one good photo
   {weights_other} a state dict of another architecture   {junk_pth} a .pth that is no state dict
   {googlenet_bad} googlenet's state dict less one key, plus one foreign key
+  {empty_list} a list file (.txt) naming no videos
 ``fault``: the name of an injected fault (FAULTS) active while the row runs, e.g. a full disk.
 """
 from __future__ import annotations
@@ -169,6 +170,14 @@ ROWS = [
     Row("live-int32-tiff", "live {int32_tif} --out {out}", "32-bit int32"),
     Row("live-folder-of-bad-images", "live {bad_folder} --out {out}", "no readable image"),
     Row("analyze-empty-folder", "analyze {tmp} --out {out} --quiet", "no images found"),
+    Row("analyze-glob-matches-nothing", "analyze '{tmp}/archive/*.mp4' --out {out} --quiet", "matches no files"),
+    Row("analyze-list-names-nothing", "analyze {empty_list} --out {out} --quiet", "names no sources"),
+    Row("analyze-ray-unreachable", "analyze {clip} --out {out} --ray 127.0.0.1:1 --quiet",
+        "cannot reach a Ray cluster at 127.0.0.1:1"),
+    Row("analyze-workers-0", "analyze {clip} --out {out} --ray --workers 0 --quiet", "--workers must be 1 or more"),
+    Row("analyze-segment-seconds-0", "analyze {clip} --out {out} --segment-seconds 0 --quiet",
+        "--segment-seconds 0.0 must be more than 0"),
+    Row("report-folder-without-analysis", "report {tmp}", "holds no complete analysis"),
     Row("analyze-no-such-camera", "analyze 7 --out {out} --quiet", "no camera at index 7"),
     Row("analyze-weights-is-a-folder", "analyze {cat} --out {out} --weights {tmp} --quiet", "weights file not found"),
     Row("units-size-0", "units --out {out} --channels 0:1 --size 0 --quiet", "unit image size must be >= 8"),
@@ -274,6 +283,7 @@ def bad_inputs(tmp_path_factory, cat_bgr) -> dict[str, Path]:
     writer.release()
     (root / "text.jpg").write_text("this is not a picture\n")
     (root / "file.txt").write_text("an existing file\n")
+    (root / "empty_list.txt").write_text("# a list of videos to analyse, with none in it\n")
     (root / "binary.yaml").write_bytes(bytes(range(256)) * 4)
     (root / "busy").mkdir()
     (root / "busy" / "thesis.tex").write_text("someone's work\n")
@@ -288,6 +298,7 @@ def bad_inputs(tmp_path_factory, cat_bgr) -> dict[str, Path]:
     torch.save({**googlenet, "extra.weight": torch.zeros(1)}, root / "googlenet-bad.pth")
     torch.save([1, 2, 3], root / "junk.pth")
     return {
+        "empty_list": root / "empty_list.txt",
         "cat": root / "cat.png", "cat_jpg": root / "cat.jpg", "clip": root / "clip.mp4", "text_jpg": root / "text.jpg",
         "int32_tif": _write_int32_tiff(root / "int32.tif"), "binary_yaml": root / "binary.yaml",
         "file": root / "file.txt", "busy": root / "busy", "bad_folder": root / "bad_folder",
