@@ -8,6 +8,7 @@ import sys
 import types
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -148,3 +149,16 @@ def test_live_threads_option_sets_the_compute_threads_count(monkeypatch, restore
     with pytest.raises(SystemExit):
         main(["live", "demo", "--threads", "3", "--out", str(tmp_path)])
     assert seen["config"].live.torch_threads == 3
+
+
+def test_nearest_neighbour_search_uses_the_process_thread_count(monkeypatch):
+    faiss = pytest.importorskip("faiss")
+    from toolbox.analysis.latent import search
+
+    saved = faiss.omp_get_max_threads()
+    monkeypatch.setattr(search, "threads_in_use", lambda: 1)
+    try:
+        search.VectorSearch(np.zeros((4, 3), np.float32))
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        faiss.omp_set_num_threads(saved)

@@ -115,3 +115,23 @@ class TopPatches:
                                     "global": f.is_global},
                 "channels": [{"channel": c, "maxima": [p.record() for p in ps]} for c, ps in enumerate(self._patches)],
             }
+
+    @classmethod
+    def merged(cls, field: ReceptiveField, parts: list[list[list[Patch]]], frames_seen: int, k: int = 9) -> "TopPatches":
+        """The tracker that one pass over consecutive stretches of a stream would have built, from
+        each stretch's per-channel patches (``parts`` in stream order; each a list of C lists, best
+        first); ``frames_seen`` the frames offered in all. Ties keep the earlier frame, as ``update`` does."""
+        channels = len(parts[0])
+        merged = cls(field, channels, k)
+        for c in range(channels):
+            candidates = [p for part in parts for p in part[c]]
+            best = sorted(candidates, key=lambda p: -p.value)[:k]  # stable: earlier stretches first on ties
+            merged._patches[c] = best
+            merged._values[c, : len(best)] = torch.tensor([p.value for p in best], dtype=torch.float32)
+        merged._frames = frames_seen
+        return merged
+
+    def per_channel(self) -> list[list[Patch]]:
+        """Every channel's patches, best first (a snapshot; the patches themselves are shared)."""
+        with self._lock:
+            return [list(ps) for ps in self._patches]

@@ -52,6 +52,8 @@ class LiveOptions:
     snapshot_dir: str | None = None
     record_dir: str | None = None
     max_frames: int | None = None  # quit after this many displayed frames (benchmarks)
+    index: str | None = None  # feature index the neighbours and map panes search (None: this session's frames)
+    cav: str | None = None  # folder of CAVs (deepvis tcav --out) for the concept meter
     # Extensions: each is called with the LiveApp at the end of its construction, to add compute
     # stages (app.compute.add_stage), panes (app.view.pane_providers) or start tasks (app.tasks).
     plugins: list = field(default_factory=lambda: default_plugins())
@@ -61,9 +63,12 @@ def default_plugins() -> list:
     """The live features that ship with deepvis (their key actions are registered by toolbox.app)."""
     from toolbox.app.dream_plugin import install_dream
     from toolbox.app.saliency_plugin import install_saliency
+    from toolbox.app.concept_plugin import install_concepts
+    from toolbox.app.map_plugin import install_map
+    from toolbox.app.neighbours_plugin import install_neighbours
     from toolbox.app.units_plugin import install_units
 
-    return [install_units, install_dream, install_saliency]
+    return [install_units, install_dream, install_saliency, install_neighbours, install_map, install_concepts]
 
 
 @dataclass

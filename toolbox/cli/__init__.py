@@ -51,11 +51,37 @@ def cmd_layers(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from toolbox.jobs.analyze import analyze
+    from toolbox.jobs.batch import analyze_archive, analyze_on_ray, archive_sources, import_ray
 
     config = _config(args, **{"analyze.every": args.every, "analyze.max_frames": args.max_frames})
-    outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency)
-    print(f"wrote {outputs.video}, {outputs.frames}, {outputs.summary}")
+    if args.ray is not None:
+        import_ray()  # says how to install it before any work
+    if args.workers is not None and args.workers < 1:
+        raise DeepvisError(f"--workers must be 1 or more, not {args.workers}")
+    task_threads = args.threads or 1  # under --ray: threads per task (the workers run side by side)
+    sources = archive_sources(args.source)
+    if sources is not None:
+        outcomes = analyze_archive(args.source, sources, args.out, config, saliency=args.saliency,
+                                   ray_address=args.ray, workers=args.workers, threads=task_threads,
+                                   segment_seconds=args.segment_seconds, progress=not args.quiet)
+        failed = [o for o in outcomes if o.status == "failed"]
+        skipped = sum(o.status == "skipped" for o in outcomes)
+        print(f"{len(outcomes) - len(failed) - skipped} analysed, {skipped} already done, {len(failed)} failed: "
+              f"{os.path.join(args.out, 'index.html')}")
+        if failed:
+            raise DeepvisError(f"{len(failed)} of {len(outcomes)} videos failed, first {failed[0].source}: "
+                               f"{failed[0].error} (all listed in {os.path.join(args.out, 'index.html')})")
+        return 0
+    if args.ray is not None:
+        folder = analyze_on_ray(args.source, args.out, config, args.saliency, args.ray, args.workers, task_threads,
+                                args.segment_seconds, progress=not args.quiet)
+        print(f"wrote {folder}/report.html, annotated.mp4, frames.jsonl, summary.json")
+        return 0
+    from toolbox.jobs.analyze import analyze
+
+    outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency,
+                      segment_seconds=args.segment_seconds)
+    print(f"wrote {outputs.report}, {outputs.video}, {outputs.frames}, {outputs.summary}")
     return 0
 
 
@@ -73,7 +99,7 @@ def cmd_live(args) -> int:
     from toolbox.atomic import check_writable_folder
 
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
-                          max_frames=args.max_frames)
+                          max_frames=args.max_frames, index=args.index, cav=args.cav)
     # --threads sets the live compute thread's count; capture and display run beside it
     config = _config(args, **{"live.torch_threads": args.threads})
     for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
@@ -126,15 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p, backend=False)
     p.set_defaults(run=cmd_layers)
 
-    p = sub.add_parser("analyze", help="annotated video + per-frame JSON for a video, camera or images (headless)")
-    p.add_argument("source", help="demo | video file | image | folder | camera index | URL")
+    p = sub.add_parser("analyze", help="HTML report, annotated video and per-frame data for a video, camera or "
+                       "images, or for an archive of videos (headless)")
+    p.add_argument("source", help="demo | video file | image | folder | camera index | URL; or an archive: a glob "
+                   "('archive/**/*.mp4'), a folder of videos or a .txt list of sources")
     p.add_argument("--out", required=True, help="output folder")
     _add_model_options(p)
     p.add_argument("--every", type=int, help="process every N-th frame")
     p.add_argument("--max-frames", type=int, help="stop after N processed frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--saliency", metavar="METHOD", help="show this saliency map over the input in the zoom pane: "
+    p.add_argument("--saliency", metavar="METHOD", help="show this saliency map over the input in the zoom pane and "
+                   "in the report's key moments (default there: gradcam): "
                    "gradient | guided | deconvnet | gradcam | guided_gradcam | input_x_gradient | smoothgrad | ...")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the videos as Ray tasks: alone, a local Ray; 'auto' or ray://host:port an existing "
+                   "cluster (needs pip install 'deepvis[ray]')")
+    p.add_argument("--workers", type=int, help="--ray local: tasks at once (default: one per core / --threads; "
+                   "under --ray, --threads is what each task declares and uses, default 1)")
+    p.add_argument("--segment-seconds", type=float, help="split each video into stretches this long, reached by "
+                   "seeking (--ray default 300); the report is the same as unsplit")
     _add_backend_options(p)
     p.set_defaults(run=cmd_analyze)
 
@@ -152,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
     p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)  # benchmarks: quit after N shown frames
+    p.add_argument("--index", help="feature index (deepvis index) for the neighbours (N) and map (M) panes; "
+                   "default: the frames of this session")
+    p.add_argument("--cav", help="CAV folder (deepvis tcav --out) for the concept meter")
     _add_backend_options(p)
     p.set_defaults(run=cmd_live)
 

@@ -15,6 +15,7 @@ from toolbox.jobs.saliency_maps import write_saliency_maps
 from toolbox.output_set import OutputSet, check_output_folder
 from toolbox.render.filters import filter_grid
 from toolbox.render.mosaic import channel_mosaic, mosaic_geometry
+from toolbox.render.text import titled_image
 from toolbox.render.window import WindowContent, render_window
 from toolbox.sources import Frame, read_image
 
@@ -61,13 +62,17 @@ def _inspect_into(files: OutputSet, image, image_path, model, layer: str, config
     window = render_window(WindowContent(result.view, act, channel, predictions, status), config.layout, config.display)
     written["window"] = files.write_image("window.png", window)
     conv_name, conv = first_conv(model.module)
-    written["filters"] = files.write_image("filters.png", filter_grid(conv.weight, 512, 512))
+    filters = titled_image(filter_grid(conv.weight, 512, 512),
+                           f"{conv_name}: {conv.out_channels} RGB filters, channel 0 top left, row by row")
+    written["filters"] = files.write_image("filters.png", filters)
     for i, name in enumerate(model.layers):
         a = result.activations[name]
         if a.dim() != 3:
             continue
         geometry = mosaic_geometry(a.shape[0], a.shape[1], a.shape[2], SHEET_PANE, SHEET_PANE)
         sheet = channel_mosaic(a, geometry, config.display.normalisation, config.display.colormap)
+        sheet = titled_image(sheet, f"{name} {tuple(a.shape)}: {a.shape[0]} channels, 0 top left, "
+                             f"{geometry.cols} per row", scale=0.6)
         written[f"features/{name}"] = files.write_image(f"features/{i:02d}_{name}.png", sheet)
     staged = write_saliency_maps(model, result.view, files.path("saliency"))
     written.update({key: files.final_path(path.relative_to(files.staging).as_posix()) for key, path in staged.items()})

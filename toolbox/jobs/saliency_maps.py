@@ -13,6 +13,7 @@ from toolbox.atomic import write_image, write_json
 from toolbox.errors import DeepvisError
 from toolbox.models.registry import LoadedModel
 from toolbox.render.heatmap import HeatmapStyle, method_style, render_heatmap
+from toolbox.render.text import titled_image
 
 
 def write_saliency_maps(model: LoadedModel, view: np.ndarray, out_dir: str | Path, target=None,
@@ -43,7 +44,8 @@ def write_saliency_maps(model: LoadedModel, view: np.ndarray, out_dir: str | Pat
         start = time.perf_counter()
         saliency = saliency_map(model, x, method, target, layer=layer if METHODS[method].needs_layer else None)
         timings[method] = round((time.perf_counter() - start) * 1000, 1)
-        image = render_heatmap(saliency, view, styles[method])
+        image = titled_image(render_heatmap(saliency, view, styles[method]),
+                             f"{METHODS[method].title}: {target.describe(model.categories)}", scale=0.4)
         written[f"saliency/{method}"] = write_image(out_dir / f"{i:02d}_{method}.png", image)
     written["saliency/index"] = write_json(out_dir / "saliency.json", {
         "target": target.describe(model.categories),
