@@ -119,7 +119,7 @@ def cmd_live(args) -> int:
     from toolbox.atomic import check_writable_folder
 
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
-                          max_frames=args.max_frames)
+                          max_frames=args.max_frames, index=args.index, cav=args.cav)
     # --threads sets the live compute thread's count; capture and display run beside it
     config = _config(args, **{"live.torch_threads": args.threads})
     for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
     p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)  # benchmarks: quit after N shown frames
+    p.add_argument("--index", help="feature index (deepvis index) for the neighbours (N) and map (M) panes; "
+                   "default: the frames of this session")
+    p.add_argument("--cav", help="CAV folder (deepvis tcav --out) for the concept meter")
     _add_backend_options(p)
     p.set_defaults(run=cmd_live)
 

@@ -53,3 +53,23 @@ def tile_sheet(tiles: Sequence[np.ndarray], tile: int, cols: int | None = None, 
         y, x = top + gap + r * (cell_h + gap), gap + c * (tile + gap)
         image[y : y + t.shape[0], x : x + tile] = t
     return image
+
+
+def neighbours_pane(thumbnails: Sequence[np.ndarray], lines: Sequence[Sequence[str]], height: int, width: int,
+                    title: str = "", cols: int = 3) -> np.ndarray:
+    """The live side pane (height, width, 3) uint8 BGR: a title line, then the neighbours' thumbnails
+    nearest first, ``cols`` per row, each captioned; as many rows as fit."""
+    pane = blank_pane(height, width)
+    put_text(pane, fit_text(title, width - 8, 0.42), (4, 14), 0.42)
+    gap, top = 4, 20
+    tile = (width - (cols + 1) * gap) // cols
+    cell_h = tile + 2 * LINE_H + 4
+    rows = max(1, (height - top) // (cell_h + gap))
+    for n, (thumb, caption) in enumerate(zip(thumbnails[: rows * cols], lines)):
+        r, c = divmod(n, cols)
+        y, x = top + r * (cell_h + gap), gap + c * (tile + gap)
+        t = captioned_tile(thumb, caption[:2], tile, scale=0.38)
+        pane[y : y + cell_h, x : x + tile] = t
+    if not thumbnails:
+        put_text(pane, "nothing to compare yet", (8, top + 24), 0.42)
+    return pane
