@@ -16,10 +16,12 @@ To add a case, add one Row. Placeholders in the command line:
   {good_folder} a folder with one good photo
   {weights_other} a state dict of another architecture   {junk_pth} a .pth that is no state dict
   {googlenet_bad} googlenet's state dict less one key, plus one foreign key
+  {empty_list} a list file (.txt) naming no videos
 ``fault``: the name of an injected fault (FAULTS) active while the row runs, e.g. a full disk.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shlex
@@ -63,10 +65,20 @@ ROWS = [
     Row("analyze-max-frames-negative", "analyze {cat} --out {out} --max-frames -3 --quiet",
         "--max-frames must be 1 or more"),
     Row("analyze-every-0", "analyze {cat} --out {out} --every 0 --quiet", "--every must be 1 or more"),
+    Row("analyze-threads-0", "analyze {cat} --out {out} --threads 0 --quiet", "threads must be 1 or more, not 0"),
     Row("analyze-device-tpu", "analyze {cat} --out {out} --device tpu --quiet", "unknown device 'tpu'"),
     Row("analyze-unknown-model", "analyze {cat} --out {out} --model nosuchnet --quiet", "unknown model 'nosuchnet'"),
     Row("analyze-unknown-layer", "analyze {cat} --out {out} --layer _blocks.99 --quiet", "_blocks.99"),
     Row("analyze-unknown-saliency", "analyze {cat} --out {out} --saliency nosuch --quiet", "nosuch"),
+    Row("analyze-metrics-without-saliency", "analyze {cat} --out {out} --metrics deletion --quiet",
+        "--metrics scores a saliency map: add --saliency"),
+    Row("analyze-unknown-metric", "analyze {cat} --out {out} --saliency gradcam --metrics nosuch --quiet",
+        "unknown metric 'nosuch'"),
+    Row("analyze-metrics-every-0", "analyze {cat} --out {out} --saliency gradcam --metrics --metrics-every 0 --quiet",
+        "--metrics-every must be 1 or more"),
+    Row("inspect-unknown-metric", "inspect {cat} --out {out} --metrics deletion,nosuch", "unknown metric 'nosuch'"),
+    Row("inspect-unknown-method", "inspect {cat} --out {out} --methods gradcam,nosuch",
+        "unknown saliency method 'nosuch'"),
     Row("analyze-labels-missing", "analyze {cat} --out {out} --labels {tmp}/nope.txt --quiet",
         "--labels file not found"),
     Row("analyze-weights-missing", "analyze {cat} --out {out} --weights {tmp}/nope.pth --quiet",
@@ -166,7 +178,18 @@ ROWS = [
     Row("live-out-is-a-file", "live {cat} --out {file}", "is a file, not a folder"),
     Row("live-out-not-permitted", "live {cat} --out /sys/fs/deepvis-test-out", "no permission to write"),
     Row("live-out-read-only-fs", "live {cat} --out {out}", "read-only", fault="rofs_create"),
+    Row("live-undecodable-image", "live {text_jpg} --out {out}", "cannot decode image"),
+    Row("live-int32-tiff", "live {int32_tif} --out {out}", "32-bit int32"),
+    Row("live-folder-of-bad-images", "live {bad_folder} --out {out}", "no readable image"),
     Row("analyze-empty-folder", "analyze {tmp} --out {out} --quiet", "no images found"),
+    Row("analyze-glob-matches-nothing", "analyze '{tmp}/archive/*.mp4' --out {out} --quiet", "matches no files"),
+    Row("analyze-list-names-nothing", "analyze {empty_list} --out {out} --quiet", "names no sources"),
+    Row("analyze-ray-unreachable", "analyze {clip} --out {out} --ray 127.0.0.1:1 --quiet",
+        "cannot reach a Ray cluster at 127.0.0.1:1"),
+    Row("analyze-workers-0", "analyze {clip} --out {out} --ray --workers 0 --quiet", "--workers must be 1 or more"),
+    Row("analyze-segment-seconds-0", "analyze {clip} --out {out} --segment-seconds 0 --quiet",
+        "--segment-seconds 0.0 must be more than 0"),
+    Row("report-folder-without-analysis", "report {tmp}", "holds no complete analysis"),
     Row("analyze-no-such-camera", "analyze 7 --out {out} --quiet", "no camera at index 7"),
     Row("analyze-weights-is-a-folder", "analyze {cat} --out {out} --weights {tmp} --quiet", "weights file not found"),
     Row("units-size-0", "units --out {out} --channels 0:1 --size 0 --quiet", "unit image size must be >= 8"),
@@ -178,10 +201,67 @@ ROWS = [
     Row("layers-inception-resnet-weights", "layers --model inception_v3 --weights {weights_other}",
         "do not fit model inception_v3"),
     Row("layers-device-tpu", "layers --device tpu", "unknown device 'tpu'"),
+    Row("layers-threads-negative", "layers --threads -2", "threads must be 1 or more, not -2"),
+    Row("dream-threads-0", "dream {cat} --out {out}.png --threads 0 --quiet", "threads must be 1 or more, not 0"),
+    Row("live-threads-0", "live {cat} --out {out} --threads 0", "threads must be 1 or more, not 0"),
     Row("layers-binary-config", "layers --config {binary_yaml}", "is not a text file"),
     Row("layers-missing-onnx-file", "layers --model {tmp}/nope.onnx", "ONNX file not found"),
     Row("layers-weights-of-another-model", "layers --model resnet18 --weights {googlenet_bad}", "do not fit model resnet18"),
+    # --- latent space: index, neighbours, map, tcav -------------------------------------------
+    Row("index-every-0", "index {cat} --out {out} --every 0 --quiet", "--every must be 1 or more, not 0"),
+    Row("index-max-frames-0", "index {cat} --out {out} --max-frames 0 --quiet", "--max-frames must be 1 or more"),
+    Row("index-out-holds-other-files", "index {cat} --out {busy} --quiet", "already holds files that are not a deepvis index"),
+    Row("index-of-other-weights", "index {cat} --out {other_index} --quiet",
+        "was built with model lite0 (weights 0123456789abcdef), layer _relu1"),
+    Row("index-unknown-layer", "index {cat} --out {out} --layer _blocks.99 --quiet", "unknown layer '_blocks.99'"),
+    Row("index-missing-source", "index {tmp}/nope.mp4 --out {out} --quiet", "no such file or folder"),
+    Row("neighbours-empty-index", "neighbours {cat} --index {empty_index} --out {out}", "is empty"),
+    Row("neighbours-missing-index", "neighbours {cat} --index {tmp}/none --out {out}", "no index at"),
+    Row("neighbours-k-0", "neighbours {cat} --index {other_index} --out {out} -k 0", "-k must be 1 or more, not 0"),
+    Row("neighbours-index-of-other-weights", "neighbours {cat} --index {other_index} --out {out}",
+        "was built with model lite0 (weights 0123456789abcdef)"),
+    Row("neighbours-item-out-of-range", "neighbours #7 --index {other_index} --out {out}", "the index has items #0..#0"),
+    Row("neighbours-out-holds-other-files", "neighbours {cat} --index {other_index} --out {busy}",
+        "already holds files deepvis did not write"),
+    Row("map-empty-index", "map {empty_index} --out {out}.png", "is empty"),
+    Row("map-out-not-an-image", "map {other_index} --out {out}.txt", "ending in .png or .jpg"),
+    Row("map-grid-1", "map {other_index} --out {out}.png --grid 1", "--grid 1"),
+    Row("tcav-too-few-concept-images", "tcav --concept few={few_images} --random {random_images} --class zebra "
+        "--layers _blocks.8 --out {out}", "holds 3 images; a CAV needs at least 10"),
+    Row("tcav-concept-is-the-random-folder", "tcav --concept crops={random_images} --random {random_images} "
+        "--class zebra --layers _blocks.8 --out {out}", "is also the --random folder"),
+    Row("tcav-unknown-class", "tcav --concept striped={concept_images} --random {random_images} --class zebr "
+        "--layers _blocks.8 --out {out}", "did you mean 'zebra'"),
+    Row("tcav-too-few-random-runs", "tcav --concept striped={concept_images} --random {random_images} --class zebra "
+        "--layers _blocks.8 --random-runs 5 --out {out}", "at least 10 random runs"),
+    Row("tcav-concept-without-name", "tcav --concept {concept_images} --random {random_images} --class zebra "
+        "--layers _blocks.8 --out {out}", "write NAME=FOLDER"),
+    Row("tcav-unknown-layer", "tcav --concept striped={concept_images} --random {random_images} --class zebra "
+        "--layers _blocks.99 --out {out}", "unknown layer '_blocks.99'"),
 ]
+
+
+def _latent_inputs(root: Path, image: np.ndarray) -> dict[str, Path]:
+    """An index with no items, one recorded with other weights (one item), and concept folders."""
+    from toolbox.jobs.index import recipe_for
+    from toolbox.jobs.index_store import IndexStore
+    from toolbox.models import load_model as load
+
+    recipe = recipe_for(load("lite0"), "_relu1", "mean")
+    empty = IndexStore(root / "empty_index")
+    empty.start(recipe)
+    empty.append(np.zeros((0, 0), np.float32), np.zeros((0, 64, 64, 3), np.uint8), [], {})
+    other = IndexStore(root / "other_index")
+    other.start(dataclasses.replace(recipe, weights_id="0123456789abcdef", weights=""))
+    item = {"source": "x", "frame": 0, "time": 0.0, "class": "y", "class_index": 0, "probability": 1.0}
+    other.append(np.ones((1, 1280), np.float32), np.zeros((1, 64, 64, 3), np.uint8), [item], {})
+    folders = {"few_images": 3, "concept_images": 10, "random_images": 12}
+    for name, count in folders.items():
+        (root / name).mkdir()
+        for i in range(count):
+            cv2.imwrite(str(root / name / f"{i:02d}.png"), np.roll(image, 7 * i, axis=1))
+    return {"empty_index": root / "empty_index", "other_index": root / "other_index",
+            **{name: root / name for name in folders}}
 
 def _write_int32_tiff(path: Path) -> Path:
     ok = cv2.imwrite(str(path), (np.arange(32 * 32 * 3, dtype=np.int32).reshape(32, 32, 3) * 1000))
@@ -215,6 +295,7 @@ def bad_inputs(tmp_path_factory, cat_bgr) -> dict[str, Path]:
     writer.release()
     (root / "text.jpg").write_text("this is not a picture\n")
     (root / "file.txt").write_text("an existing file\n")
+    (root / "empty_list.txt").write_text("# a list of videos to analyse, with none in it\n")
     (root / "binary.yaml").write_bytes(bytes(range(256)) * 4)
     (root / "busy").mkdir()
     (root / "busy" / "thesis.tex").write_text("someone's work\n")
@@ -229,12 +310,13 @@ def bad_inputs(tmp_path_factory, cat_bgr) -> dict[str, Path]:
     torch.save({**googlenet, "extra.weight": torch.zeros(1)}, root / "googlenet-bad.pth")
     torch.save([1, 2, 3], root / "junk.pth")
     return {
+        "empty_list": root / "empty_list.txt",
         "cat": root / "cat.png", "cat_jpg": root / "cat.jpg", "clip": root / "clip.mp4", "text_jpg": root / "text.jpg",
         "int32_tif": _write_int32_tiff(root / "int32.tif"), "binary_yaml": root / "binary.yaml",
         "file": root / "file.txt", "busy": root / "busy", "bad_folder": root / "bad_folder",
         "onnx": _tiny_onnx(root / "tiny.onnx"), "weights_other": root / "other.pth", "junk_pth": root / "junk.pth",
         "googlenet_bad": root / "googlenet-bad.pth", "good_folder": root / "good_folder",
-        "root": root,
+        **_latent_inputs(root, small), "root": root,
     }
 
 

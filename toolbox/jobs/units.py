@@ -15,6 +15,7 @@ from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import chosen_layer, model_from_config
 from toolbox.output_set import OutputSet
+from toolbox.render.text import titled_image
 from toolbox.render.unit_column import patch_montage
 
 
@@ -86,10 +87,12 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
 
 
 def write_top_patches(tracker: TopPatches, outputs: OutputSet, layer: str, tile: int = 64) -> Path:
-    """Into ``outputs``: top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row) and
-    top_patches.json (layer, receptive field, per channel: value, frame, y, x, box); -> the JSON's final path."""
+    """Into ``outputs``: top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row,
+    under a title naming layer and channel) and top_patches.json (layer, receptive field, per
+    channel: value, frame, y, x, box); -> the JSON's final path."""
     stem = layer.replace("/", "_")
     for channel in range(tracker.channels):
         crops = [p.image for p in tracker.patches(channel)]
-        outputs.write_image(f"top_patches/{stem}_{channel:04d}.png", patch_montage(crops, tile))
+        montage = titled_image(patch_montage(crops, tile), f"{layer} ch {channel}: top {len(crops)}", scale=0.4)
+        outputs.write_image(f"top_patches/{stem}_{channel:04d}.png", montage)
     return outputs.write_json("top_patches.json", {"layer": layer, **tracker.summary()})
