@@ -64,12 +64,13 @@ def default_plugins() -> list:
     """The live features that ship with deepvis (their key actions are registered by toolbox.app)."""
     from toolbox.app.dream_plugin import install_dream
     from toolbox.app.saliency_plugin import install_saliency
+    from toolbox.app.faithfulness_plugin import install_faithfulness
     from toolbox.app.concept_plugin import install_concepts
     from toolbox.app.map_plugin import install_map
     from toolbox.app.neighbours_plugin import install_neighbours
     from toolbox.app.units_plugin import install_units
 
-    return [install_units, install_dream, install_saliency, install_neighbours, install_map, install_concepts]
+    return [install_units, install_dream, install_saliency, install_faithfulness, install_neighbours, install_map, install_concepts]
 
 
 @dataclass
