@@ -6,6 +6,7 @@ and of its activations (median, p95), and the compute step's mean time.
 
     python scripts/bench_live.py                      # starts its own Xvfb when DISPLAY is unset
     python scripts/bench_live.py --frames 300 --threads 1 2 --fast
+    python scripts/bench_live.py --device cuda --threads 1
 """
 from __future__ import annotations
 
@@ -85,11 +86,13 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=300, help="displayed frames per configuration")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads to try")
     parser.add_argument("--fast", action="store_true", help="also run unpaced (file as fast as compute allows)")
+    parser.add_argument("--device", nargs="+", choices=("cpu", "cuda"), default=None,
+                        help="devices to measure (default: cpu, and cuda when torch sees a GPU)")
     args = parser.parse_args()
     keep_freed_memory()  # as the deepvis command does; DEEPVIS_MALLOC=system measures without
     xvfb = start_xvfb() if not os.environ.get("DISPLAY") else None
     try:
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         for device in devices:
             for threads in args.threads:
                 for fast in ([False, True] if args.fast else [False]):

@@ -11,8 +11,9 @@ runs in a child process, so that OpenMP's wait policy (read once, when torch loa
 
 The competing load is ``--load`` busy-loop processes (default: one per usable core) that this
 script starts before and stops after the loaded runs. Settings are timed in turn, one call each
-per round, so that a change in the machine's other load hits all of them alike; each figure is
-the median over the rounds. The whole comparison is repeated ``--repeats`` times: the report
+per round (after an untimed forward at the new count; each setting leads a round in turn), so
+that a change in the machine's other load hits all of them alike; each figure is the median over
+the rounds. The whole comparison is repeated ``--repeats`` times: the report
 gives each repeat and the range of the default's ratio to the best setting.
 
     python scripts/bench_threads.py                  # idle and loaded, 3 repeats
@@ -64,8 +65,10 @@ def timed(fn):
 
 with FrameAnalyser(model, layers_to_capture(model, default_layer(model))) as analyse, torch.enable_grad():
     for round_index in range(rounds + 1):  # round 0 warms every setting up
-        for label in settings:
+        shift = round_index % len(settings)  # each setting goes first in turn
+        for label in settings[shift:] + settings[:shift]:
             torch.set_num_threads(counts[label])
+            analyse(frame)  # untimed: a changed count starts or parks pool threads
             forward = timed(lambda: analyse(frame))
             step = timed(lambda: engine.step(rgb, generator))
             if round_index:

@@ -65,3 +65,44 @@ def xvfb():
     server = Xvfb()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def demo_index(tmp_path_factory):
+    """A feature index of bikes + carphone (every 10th frame) at lite0's last layer, built once."""
+    from toolbox.config import load_config
+    from toolbox.jobs.index import build_index
+    from toolbox.jobs.index_store import load_index
+
+    folder = tmp_path_factory.mktemp("index") / "idx"
+    build_index(["bikes", "carphone"], folder, load_config(), every=10, progress=False)
+    return load_index(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_graph(tmp_path_factory):
+    """(path, module): a conv + pooling graph with a dynamic batch and two outputs ("scores" (N, 4),
+    "features" (N, 4, 8, 8) for an (N, 3, 8, 8) input "x"), exported with the fast legacy exporter."""
+    import warnings
+
+    from torch import nn
+
+    path = tmp_path_factory.mktemp("ort") / "tiny.onnx"
+
+    class TwoOutputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            features = self.conv(x).relu()
+            return features.mean(dim=(2, 3)), features
+
+    torch.manual_seed(0)
+    module = TwoOutputs().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["scores", "features"],
+                          dynamic_axes={"x": {0: "n"}, "scores": {0: "n"}, "features": {0: "n"}})
+    return path, module

@@ -2,6 +2,11 @@
 
 The X server is started with ``-displayfd`` (it picks a free display and writes its number);
 the pipe must be read up to the newline before closing it, or Xvfb dies writing the rest.
+
+Screenshots are of the X root window, cropped to the app's window: what a person would see on the
+screen, not what the app believes it shows. A window the toolkit never paints is black there (while
+the app's own snapshots look fine), so ``wait_window`` fails on a window that stays black, and
+``wait_moving`` on a window whose picture no longer changes while a video plays.
 """
 from __future__ import annotations
 
@@ -71,7 +76,9 @@ class LiveApp:
         return subprocess.run(["xdotool", *args], env=self.xvfb.env, capture_output=True, text=True,
                               check=check, timeout=10)
 
-    def wait_window(self, timeout: float = 60) -> str:
+    def wait_window(self, timeout: float = 60, painted_within: float = 10) -> str:
+        """The window's id once it is mapped and painted (its screen area is not all black: the app
+        shows its grey background at once)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -80,9 +87,33 @@ class LiveApp:
             if found.returncode == 0 and found.stdout.split():
                 self.wid = found.stdout.split()[0]
                 self._xdotool("windowfocus", "--sync", self.wid)
+                self.wait_for(lambda: not is_black(self.screen()), painted_within, 0.2,
+                              "the window to be painted (it stayed black on the screen)")
                 return self.wid
             time.sleep(0.2)
         raise AssertionError(f"window did not appear within {timeout} s:\n{self.output()}")
+
+    def geometry(self) -> tuple[int, int, int, int]:
+        """(x, y, width, height) of the window on the root window."""
+        out = self._xdotool("getwindowgeometry", "--shell", self.wid).stdout
+        values = dict(line.split("=", 1) for line in out.split())
+        return int(values["X"]), int(values["Y"]), int(values["WIDTH"]), int(values["HEIGHT"])
+
+    def screen(self, path: Path | None = None) -> np.ndarray:
+        """The window's area of a screenshot of the whole X screen (root window)."""
+        path = path or Path(self.log.name).with_name("root.png")
+        subprocess.run(["import", "-window", "root", str(path)], env=self.xvfb.env, check=True, timeout=10)
+        image = cv2.imread(str(path))
+        assert image is not None, f"screenshot {path} unreadable"
+        x, y, w, h = self.geometry()
+        return image[y : y + h, x : x + w]
+
+    def wait_moving(self, rect, timeout: float = 10) -> None:
+        """Wait until the screen shows a change inside ``rect`` of the window (a playing video's
+        input pane): a window painted once and then frozen fails here."""
+        first = region(self.screen(), rect).copy()
+        self.wait_for(lambda: not np.array_equal(region(self.screen(), rect), first), timeout, 0.2,
+                      "the picture on the screen to change (the window looks frozen)")
 
     def key(self, *names: str) -> None:
         self._xdotool("windowfocus", "--sync", self.wid)
@@ -93,9 +124,9 @@ class LiveApp:
         send_wm_delete(self.xvfb.display, int(self.wid))
 
     def capture(self, path: Path) -> np.ndarray:
-        subprocess.run(["import", "-window", self.wid, str(path)], env=self.xvfb.env, check=True, timeout=10)
-        image = cv2.imread(str(path))
-        assert image is not None, f"screenshot {path} unreadable"
+        """The window as it is on the screen (see ``screen``), also written to ``path``."""
+        image = self.screen(path)
+        cv2.imwrite(str(path), image)
         return image
 
     def wait_for(self, predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
@@ -166,6 +197,11 @@ def send_wm_delete(display: str, window: int) -> None:
         xlib.XFlush(dpy)
     finally:
         xlib.XCloseDisplay(dpy)
+
+
+def is_black(image: np.ndarray) -> bool:
+    """Nothing painted: every pixel (near) black. The app's own background is (18, 18, 18)."""
+    return image.size == 0 or int(image.max()) <= 4
 
 
 def region(image: np.ndarray, rect) -> np.ndarray:

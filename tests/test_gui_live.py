@@ -42,6 +42,7 @@ def demo(xvfb, tmp_path_factory):
     app.wait_window()
     app.shots = cwd
     app.wait_for(lambda: shows_activations(app.capture(cwd / "start.png")), 60, 0.3, "the first activations")
+    app.wait_moving(PANES["input"])  # the clip plays on the screen, not only in the app
     yield app
     app.stop()
 

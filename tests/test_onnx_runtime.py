@@ -1,39 +1,17 @@
 """The onnxruntime session wrapper: provider actually in use, quiet fallback, outputs as tensors."""
 from __future__ import annotations
 
-import warnings
-
 import onnxruntime as ort
 import pytest
 import torch
-from torch import nn
 
 from toolbox.errors import DeepvisError
 from toolbox.models.onnx_runtime import OnnxSession, requested_providers
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory):
-    """A conv + pooling graph with a dynamic batch and two outputs, exported with the fast legacy exporter."""
-    path = tmp_path_factory.mktemp("ort") / "tiny.onnx"
-
-    class TwoOutputs(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
-
-        def forward(self, x):
-            features = self.conv(x).relu()
-            return features.mean(dim=(2, 3)), features
-
-    torch.manual_seed(0)
-    module = TwoOutputs().eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["scores", "features"],
-                          dynamic_axes={"x": {0: "n"}, "scores": {0: "n"}, "features": {0: "n"}})
-    return path, module
+@pytest.fixture
+def graph(tiny_onnx_graph):
+    return tiny_onnx_graph
 
 
 def test_run_returns_every_named_output_as_a_tensor_equal_to_torch(graph):
@@ -97,3 +75,19 @@ def test_session_takes_the_process_thread_count_and_does_not_spin(graph, monkeyp
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert OnnxSession(graph[0], "cpu", threads=2).session.get_session_options().intra_op_num_threads == 2
+
+
+@pytest.mark.parametrize("wanted, tried", [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+     ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+])
+def test_a_gpu_provider_alone_also_gets_the_cuda_libraries_preloaded(monkeypatch, wanted, tried):
+    from toolbox.models import onnx_runtime
+
+    calls = []
+    monkeypatch.setattr(onnx_runtime, "_gpu_libraries", lambda: calls.append(1) or (True, False))  # no TensorRT
+    assert onnx_runtime._providers_to_try(wanted) == tried
+    assert calls  # preload_dlls() runs before the CUDA provider looks for cuDNN
+    calls.clear()
+    assert onnx_runtime._providers_to_try(["CPUExecutionProvider"]) == ["CPUExecutionProvider"] and not calls

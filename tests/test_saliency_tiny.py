@@ -98,7 +98,8 @@ def test_every_method_leaves_model_and_input_untouched(trainable):
     before = _snapshot(model)
     x = X.clone()
     for method in METHODS:
-        options = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"noise": torch.zeros(3, 1, 2, 2)},
+        noise = {"noise": torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(0))}
+        options = {"integrated_gradients": {"steps": 4}, "smoothgrad": noise, "squaregrad": noise, "vargrad": noise,
                    "occlusion": {"window": 1, "stride": 1}}.get(method, {})
         layer = "conv" if METHODS[method].needs_layer else None
         first = saliency_map(model, x, method, 0, layer=layer, **options)

@@ -49,14 +49,14 @@ def texture(lite0):
 
 def test_texture_grams_are_within_ten_percent_of_the_style_at_every_layer(texture):
     _, errors, _ = texture
-    print("gram errors", errors)
+    # measured (64 px, 300 Adam steps at lr 0.05): 0.022, 0.026, 0.055, 0.065, 0.070
     assert set(errors) == set(STYLE_LAYERS["lite0"])
     assert max(errors.values()) < 0.10
 
 
 def test_texture_is_not_a_shifted_copy_of_the_style(texture):
     result, _, style = texture
-    print("ncc", max_ncc(grey(result.rgb), grey(style)), "self", max_ncc(grey(style), grey(style)))
+    # measured: 0.07 (the style against itself: 1.0, under any circular shift too)
     assert max_ncc(grey(style), grey(style)) == pytest.approx(1.0)
     assert max_ncc(grey(style), np.roll(grey(style), (5, 9), (0, 1))) == pytest.approx(1.0)  # the measure sees shifts
     assert max_ncc(grey(result.rgb), grey(style)) < 0.9
@@ -65,7 +65,7 @@ def test_texture_is_not_a_shifted_copy_of_the_style(texture):
 @pytest.fixture(scope="module")
 def transfer(lite0, cat_bgr):
     content = bgr_to_rgb01(cv2.resize(cat_bgr, (SIDE, 48), interpolation=cv2.INTER_AREA))
-    stylist = Stylist(lite0, style_rgb("stained-glass"), StyleSettings(steps=60))
+    stylist = Stylist(lite0, style_rgb("stained-glass"), StyleSettings(steps=100))
     yield stylist, content, stylist.stylise(content)
     stylist.close()
 
@@ -82,9 +82,10 @@ def test_style_transfer_lowers_the_style_loss_tenfold_and_keeps_the_content(tran
     after, content_after = _style_and_content(stylist, result.rgb, content)
     # the content distance of an image that shares nothing with the content: the style image itself
     _, unrelated = _style_and_content(stylist, style_rgb("stained-glass", SIDE)[..., :48, :], content)
-    print("style loss", before, after, "content", content_after, "unrelated", unrelated)
+    # measured (64x48, 100 steps): style loss 0.73 -> 0.058 (12.6x); content distance 0.28, the unrelated
+    # style image's 0.59: the cat stays recognisable (bound: 70 % of the unrelated distance)
     assert after < before / 10
-    assert content_after < 0.5
+    assert content_after < 0.7 * unrelated
 
 
 def test_same_seed_same_stylised_image(transfer):
@@ -96,8 +97,7 @@ def test_texture_synthesis_works_on_another_architecture(random_model):
     model = random_model("resnet18")
     with Stylist(model, style_rgb(), StyleSettings(steps=30)) as stylist:
         result = stylist.texture(SIDE, SIDE)
-    print("resnet18 style losses", result.losses[0], result.losses[-1])
-    assert result.losses[-1] < 0.2 * result.losses[0]
+    assert result.losses[-1] < 0.2 * result.losses[0]  # measured: 0.52 -> 0.006
 
 
 def pan(image: np.ndarray, frames: int, step: int = 2) -> list[np.ndarray]:
@@ -115,5 +115,5 @@ def test_flow_warm_start_makes_the_stylised_video_steadier(lite0, cat_bgr):
         return float(np.mean([np.abs(b[:, 8:-8].astype(int) - np.roll(a, 2, axis=1)[:, 8:-8]).mean()
                               for a, b in zip(frames, frames[1:])]))
 
-    print("frame change warm", change(warm_frames), "cold", change(cold_frames))
-    assert change(warm_frames) < 0.7 * change(cold_frames)
+    # measured: 24.3 grey levels warm-started along the flow, 42.4 stylised independently (factor 0.57)
+    assert change(warm_frames) < 0.75 * change(cold_frames)

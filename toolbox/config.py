@@ -139,7 +139,8 @@ class Config:
 
     def __post_init__(self):
         if self.threads is not None and self.threads < 1:
-            raise DeepvisError(f"config key 'threads' must be 1 or more, or null (every usable core), not {self.threads}")
+            raise DeepvisError(f"threads must be 1 or more, not {self.threads} (--threads N or config key 'threads'; "
+                               "null: every usable core)")
 
 
 def _type_name(tp) -> str:

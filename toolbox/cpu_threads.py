@@ -2,10 +2,12 @@
 
 Waiting threads sleep: toolbox/__init__.py sets ``OMP_WAIT_POLICY=PASSIVE`` before torch loads
 its OpenMP runtime (unless the environment already sets it). OpenMP's default is to spin at
-every barrier, which a busy machine punishes hard: with other busy processes on 2 cores, lite0's
-forward took 0.8-4.9 s at torch's default 2 threads against 25-55 ms with passive waiting,
-because each operator waits for a thread that is not scheduled (scripts/bench_threads.py). onnxruntime's own pool is told the same
-(``allow_spinning`` off).
+every barrier, which a busy machine punishes hard: beside other busy processes on 2 cores,
+lite0's forward took 0.5-5.5 s at torch's default 2 threads against 16-55 ms with passive
+waiting, because each operator waits for a thread that is not scheduled. Passive waiting at
+2 threads was also within 5 % of the best setting measured, idle or loaded, and faster than
+one thread in every run, 1.2-9x (scripts/bench_threads.py). onnxruntime's own pool is told
+the same (``allow_spinning`` off).
 
 So the default count is every core this process may use (its CPU affinity, bounded by a cgroup
 CPU quota, and by torch's own default, which counts physical cores or honours OMP_NUM_THREADS).

@@ -31,14 +31,16 @@ def rise_masks(count: int, size: int, cells: int = 7, p: float = 0.5, seed: int 
 
 def rise_saliency(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: int | None,
                   masks: torch.Tensor | None = None, count: int = 1000, cells: int = 7, p: float = 0.5,
-                  baseline: float = 0.0, batch_size: int = 64, seed: int = 0) -> torch.Tensor:
+                  baseline: float = 0.0, batch_size: int = 64, seed: int = 0,
+                  progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """(H, W) float32 RISE map for class ``target``: roughly the target's probability when that
     pixel is visible, in [0, 1] (can slightly exceed 1 for small ``count``).
 
     forward: (B, 3, H, W) model input -> (B, num_classes) logits, without gradients.
     x: (1, 3, H, W) model input. target: class index, or None for the top-1 class of x. masks: (N, 1, H, W) in [0, 1], default ``rise_masks(count, H,
     cells, p, seed)``. Hidden pixels take ``baseline`` (0.0: the normalised mean colour).
-    Masked images go through ``forward`` ``batch_size`` at a time.
+    Masked images go through ``forward`` ``batch_size`` at a time; ``progress`` gets the fraction of
+    masks done after each batch.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"x must be (1, 3, H, W), not {tuple(x.shape)}")
@@ -56,4 +58,6 @@ def rise_saliency(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
             masked = x * batch + baseline * (1.0 - batch)
             probs = forward(masked).float().softmax(dim=1)[:, target].to(x.device)
             total += (probs.view(-1, 1, 1) * batch[:, 0]).sum(dim=0)
+            if progress is not None:
+                progress(min(start + batch_size, len(masks)) / len(masks))
     return total / (len(masks) * p)

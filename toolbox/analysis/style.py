@@ -71,7 +71,7 @@ class StyleSettings:
     steps: int = 150
     lr: float = 0.05  # Adam, in RGB [0, 1] units (measured: 0.02 and 0.1 match the Grams less well in 300 steps)
     style_weight: float = 1.0
-    content_weight: float = 0.05
+    content_weight: float = 0.3
     tv_weight: float = 1.0
     layers: tuple[str, ...] | None = None  # None: style_layers(model)
     content_layer: str | None = None  # None: content_layer(model)

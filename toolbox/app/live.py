@@ -25,7 +25,8 @@ from toolbox.app.recorder import Recorder
 from toolbox.app.snapshot import snapshot_paths, write_snapshot
 from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, reduce
 from toolbox.app.tasks import TaskRunner
-from toolbox.app.threads import Captured, CaptureThread, ComputeThread, LatestSlot, RateMeter, set_cv_threads
+from toolbox.app.threads import (Captured, CaptureThread, ComputeThread, LatestSlot, RateMeter, failure_text,
+                                 set_cv_threads)
 from toolbox.app.view import LiveView
 from toolbox.app.window import Window, check_gui
 from toolbox.config import Config
@@ -36,9 +37,13 @@ from toolbox.render.layout import Rect
 from toolbox.sources import open_source
 from toolbox.sources.base import FrameSource
 from toolbox.sources.capture import CameraSource
+from toolbox.sources.frame import Frame
 
 MESSAGE_SECONDS = 4.0
 STATUS_REFRESH_S = 0.5
+FAILURE_SHOWN_S = 4.0  # a dead capture or compute thread: its error stays on screen this long, then the app exits
+EXIT_THREAD_FAILED = 1
+FIRST_FRAME_S = 3.0  # how long a camera or stream may take to deliver its first frame
 
 
 @dataclass
@@ -48,6 +53,8 @@ class LiveOptions:
     snapshot_dir: str | None = None
     record_dir: str | None = None
     max_frames: int | None = None  # quit after this many displayed frames (benchmarks)
+    index: str | None = None  # feature index the neighbours and map panes search (None: this session's frames)
+    cav: str | None = None  # folder of CAVs (deepvis tcav --out) for the concept meter
     # Extensions: each is called with the LiveApp at the end of its construction, to add compute
     # stages (app.compute.add_stage), panes (app.view.pane_providers) or start tasks (app.tasks).
     plugins: list = field(default_factory=lambda: default_plugins())
@@ -57,10 +64,15 @@ def default_plugins() -> list:
     """The live features that ship with deepvis (their key actions are registered by toolbox.app)."""
     from toolbox.app.dream_plugin import install_dream
     from toolbox.app.saliency_plugin import install_saliency
+    from toolbox.app.faithfulness_plugin import install_faithfulness
+    from toolbox.app.concept_plugin import install_concepts
+    from toolbox.app.map_plugin import install_map
+    from toolbox.app.neighbours_plugin import install_neighbours
     from toolbox.app.style_plugin import install_style
     from toolbox.app.units_plugin import install_units
 
-    return [install_units, install_dream, install_saliency, install_style]
+    return [install_units, install_dream, install_saliency, install_faithfulness, install_neighbours, install_map, install_concepts,
+            install_style]
 
 
 @dataclass
@@ -83,6 +95,25 @@ class LiveStats:
                 "result_latency_ms": stats(self.result_latency_ms)}
 
 
+RANDOM_MARK = "RANDOM WEIGHTS"  # shown wherever the model is named when it was never trained
+
+
+def model_label(model: LoadedModel) -> str:
+    """The model's name, marked when its weights are random (--weights none): its pictures mean nothing."""
+    return f"{model.name} [{RANDOM_MARK}]" if model.weights == "random" else model.name
+
+
+def window_title(base: str, model: LoadedModel) -> str:
+    """The window's title: ``base``, plus the random-weights mark."""
+    return f"{base} - {model.name} [{RANDOM_MARK}]" if model.weights == "random" else base
+
+
+def frame_position(frame: Frame, count: int | None) -> str:
+    """'frame 12/250, 0.48 s': the frame's index (1-based, of ``count`` when known) and media time."""
+    of = f"/{count}" if count else ""
+    return f"frame {frame.index + 1}{of}, {frame.timestamp:.2f} s"
+
+
 def layer_shapes(model: LoadedModel, layers: list[str]) -> tuple[LayerShape, ...]:
     shapes = []
     for info in model.layer_infos(layers):
@@ -94,7 +125,7 @@ def layer_shapes(model: LoadedModel, layers: list[str]) -> tuple[LayerShape, ...
 
 class LiveApp:
     def __init__(self, source: FrameSource, model: LoadedModel, config: Config, layer: str,
-                 options: LiveOptions | None = None):
+                 options: LiveOptions | None = None, first: Frame | None = None):
         self.source, self.model, self.config = source, model, config
         self.options = options or LiveOptions()
         live = config.live
@@ -127,7 +158,7 @@ class LiveApp:
                                    backend=config.model.backend, providers=provider_choice(config.model.device),
                                    threads=live.torch_threads)
         self.capture = CaptureThread(source, self.frames, self.wake, paced=self.options.paced,
-                                     backoff=(live.reconnect_min_s, live.reconnect_max_s))
+                                     backoff=(live.reconnect_min_s, live.reconnect_max_s), first=first)
         self.compute_thread = ComputeThread(self.compute, self.frames, self.states, self.results, self.wake)
         self.capture.demand = lambda: self.compute_thread.taken_seq >= self.frames.get()[0]
         self.display_meter = RateMeter()
@@ -135,6 +166,10 @@ class LiveApp:
         self.window: Window | None = None
         self.recorder: Recorder | None = None
         self.quit = False
+        self.exit_code = 0
+        self.failure = ""  # the error of a dead capture or compute thread ("" while both run)
+        self._failed_at = 0.0
+        self._moved_at = -MESSAGE_SECONDS  # the last seek, step or restart (time.monotonic())
         self._message = ("", 0.0)
         self._next_snapshot = 0
         self._drawn_key: tuple | None = None
@@ -173,6 +208,7 @@ class LiveApp:
         kind = effect.kind
         if kind in ("seek_seconds", "step_frames", "restart"):
             self.capture.command(kind, effect.amount)
+            self._moved_at = time.monotonic()
         elif kind == "snapshot":
             self.snapshot()
         elif kind == "quit":
@@ -273,23 +309,41 @@ class LiveApp:
         for name, on in (("frozen", s.frozen), ("paused", s.paused), ("mirror", s.mirror), ("REC", s.recording)):
             if on:
                 flags.append(name)
+        position = self._shown_position()
+        if position:
+            flags.append(position)
         if not self.capture.status.signal:
             flags.append(f"no signal, reconnecting (try {self.capture.status.attempts})")
         if self.capture.status.ended:
             flags.append("end of input")
         if self.compute_thread.stats.error:
             flags.append(f"error: {self.compute_thread.stats.error}")
+        skipped = getattr(self.source, "skipped", ())  # an image folder's unreadable files (SkippedFile)
+        if skipped:
+            names = ", ".join(s.path.name for s in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            flags.append(f"skipped {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''}: {names}")
+        if self.failure:
+            flags.append(f"STOPPED: {self.failure}")
         text, until = self._message
         if text and time.monotonic() < until:
             flags.append(f"- {text}")
         return flags
+
+    def _shown_position(self) -> str:
+        """'frame N/M, T s' of the input on screen while a video is paused, or just after a seek or step."""
+        _, captured = self.frames.get()
+        if captured is None or not self.source.seekable:
+            return ""
+        if not self.state.paused and time.monotonic() - self._moved_at > MESSAGE_SECONDS:
+            return ""
+        return frame_position(captured.frame, self.source.frame_count)
 
     def _status_text(self, result: LiveResult | None) -> str:
         now = time.monotonic()
         text, at = self._status
         if now - at >= STATUS_REFRESH_S or not text or self._status_inputs != self._current_status_inputs(result):
             rates = (self.capture.meter.rate(), self.compute_thread.meter.rate(), self.display_meter.rate())
-            model = f"{self.model.name} ({self.compute.provider_label})"
+            model = f"{model_label(self.model)} ({self.compute.provider_label})"
             text = self.view.status_text(self.source.name, model, self.state, result, rates, self._flags())
             self._status = (text, now)
             self._status_inputs = self._current_status_inputs(result)
@@ -297,14 +351,24 @@ class LiveApp:
 
     def _current_status_inputs(self, result) -> tuple:
         """What makes the status line change at once (the rates change only every STATUS_REFRESH_S)."""
-        return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error)
+        return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error,
+                len(getattr(self.source, "skipped", ())), self.failure, self._shown_position())
+
+    def progress_strip(self) -> Rect | None:
+        """Where task progress bars go: the layout's "progress" pane, else the bottom of the side pane
+        (layouts written before it existed)."""
+        panes = self.view.panes
+        if "progress" in panes:
+            return panes["progress"]
+        side = panes.get("side")
+        return None if side is None else Rect(side.x, side.y + side.h - 28, side.w, 28)
 
     def draw(self, force: bool = False) -> np.ndarray | None:
         """Compose and show the window if anything visible changed; returns the shown image."""
         cap_seq, captured = self.frames.get()
         res_seq, result = self.results.get()
         status = self._status_text(result)
-        active = [(h.label, h.progress) for h in self.tasks.active() if h.cancellable]
+        active = [(h.label, h.progress) for h in self.tasks.active() if h.cancellable and not h.abandoned]
         key = (cap_seq, res_seq, self.state, status, tuple(active), self.capture.status)
         if key == self._drawn_key and not force:
             return None
@@ -321,9 +385,12 @@ class LiveApp:
                             mark_stale(image, self.view.panes[pane], f"stale {lag:.1f} s", self.stale_colour)
         if not self.capture.status.signal and "input" in self.view.panes:
             no_signal(image, self.view.panes["input"])
+        if self.failure and "input" in self.view.panes:
+            no_signal(image, self.view.panes["input"], f"stopped: {self.failure}")
         self.view.paste_status(image, status)
-        if active and "side" in self.view.panes:
-            progress_bars(image, self.view.panes["side"], active, self.accent_colour)
+        strip = self.progress_strip()
+        if strip is not None and (active or "progress" in self.view.panes):
+            progress_bars(image, strip, active, self.accent_colour)
         if self.state.help:
             help_overlay(image, self.keys.help_lines())
         self.window.show(image)
@@ -340,8 +407,22 @@ class LiveApp:
         return image
 
     # --- lifetime -------------------------------------------------------------------------------------
+    def check_threads(self, now: float | None = None) -> None:
+        """Notice a capture or compute thread that died: keep its error on screen for FAILURE_SHOWN_S,
+        then quit (the app never runs on without its input)."""
+        now = time.monotonic() if now is None else now
+        if not self.failure:
+            for role, thread in (("capture", self.capture), ("compute", self.compute_thread)):
+                if thread.failure:
+                    self.failure, self._failed_at = f"{role} failed: {thread.failure}", now
+                    break
+        elif now - self._failed_at >= FAILURE_SHOWN_S:
+            self.quit = True
+
     def run(self) -> int:
-        self.window = Window(self.config.live.window_title)
+        """The main loop until q, a closed window or a dead thread; returns the exit code (0, or
+        EXIT_THREAD_FAILED after a thread died)."""
+        self.window = Window(window_title(self.config.live.window_title, self.model))
         with self.compute:
             try:
                 self.states.put(self.state)
@@ -354,13 +435,14 @@ class LiveApp:
                         break
                     if code != -1:
                         self.on_key(code)
+                    self.check_threads()
                     self.sync()
                     self.draw()
                     if self.options.max_frames and self.stats.displayed >= self.options.max_frames:
                         break
             finally:
                 self.shutdown()
-        return 0
+        return EXIT_THREAD_FAILED if self.failure else 0
 
     def shutdown(self) -> None:
         """Finalise a recording, stop and join the threads, release the source, close the window."""
@@ -384,23 +466,46 @@ class LiveApp:
             self.window.close()
 
 
+def first_frame(source: FrameSource) -> Frame:
+    """The source's first frame, or a one-line DeepvisError: a source that fails before its first
+    frame is a start-up error, reported before the window opens."""
+    deadline = time.monotonic() + (FIRST_FRAME_S if source.live else 0.0)
+    while True:  # a camera may deliver nothing for its first reads while it starts
+        try:
+            frame = source.read()
+        except DeepvisError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a decoder's own exception, as one line
+            raise DeepvisError(f"cannot read {source.name}: {failure_text(error)}") from None
+        if frame is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if frame is None:
+        raise DeepvisError(f"{source.name} delivered no frame: check the source (deepvis live demo shows the "
+                           "bundled clip)")
+    return frame
+
+
 def open_live(source_spec: str, config: Config, options: LiveOptions | None = None) -> LiveApp:
-    """Check the display, load the model, open the source: every user error is raised here."""
-    check_gui()  # before the model loads: a missing display is reported in a fraction of a second
-    torch.set_num_threads(max(1, config.live.torch_threads))
-    set_cv_threads(1)
-    model = model_from_config(config)
-    layer = chosen_layer(model, config.model.layer)
+    """Check the display, load the model, open the source and read its first frame: every user error
+    is raised here, before the window opens."""
     source = open_source(source_spec, loop=True)
     try:
-        return LiveApp(source, model, config, layer, options)
+        first = first_frame(source)
+        check_gui()  # before the model loads: a missing display is reported in a fraction of a second
+        torch.set_num_threads(max(1, config.live.torch_threads))
+        set_cv_threads(1)
+        model = model_from_config(config)
+        layer = chosen_layer(model, config.model.layer)
+        return LiveApp(source, model, config, layer, options, first=first)
     except BaseException:
         source.close()
         raise
 
 
 def run_live(source_spec: str, config: Config, options: LiveOptions | None = None) -> LiveApp:
-    """Open everything, run until the user quits; returns the app (its stats)."""
+    """Open everything, run until the user quits or a thread dies; returns the app (its stats and
+    ``exit_code``)."""
     app = open_live(source_spec, config, options)
-    app.run()
+    app.exit_code = app.run()
     return app

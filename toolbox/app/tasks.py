@@ -42,6 +42,11 @@ class TaskHandle:
     def running(self) -> bool:
         return self.status == "running"
 
+    @property
+    def abandoned(self) -> bool:
+        """Asked to stop (Esc, or superseded by a newer run) and not yet stopped: no longer shown."""
+        return self._cancel.is_set()
+
     def age(self, now: float | None = None) -> float:
         """Seconds since the result was produced (since the start while running)."""
         now = time.monotonic() if now is None else now

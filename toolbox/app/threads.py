@@ -81,19 +81,47 @@ class CaptureStatus:
     ended: bool = False  # a finite, non-looping source ran out
 
 
-class CaptureThread(threading.Thread):
+def failure_text(error: BaseException) -> str:
+    """One line for a thread's fatal error: the message of a DeepvisError, else 'Type: message'."""
+    from toolbox.errors import DeepvisError
+
+    text = str(error) if isinstance(error, DeepvisError) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split()) or type(error).__name__
+
+
+class GuardedThread(threading.Thread):
+    """A daemon thread whose uncaught exception ends it quietly and is kept in ``failure`` (one line),
+    so the window can show it and the app can exit non-zero instead of running without its input."""
+
+    def __init__(self, name: str):
+        super().__init__(name=name, daemon=True)
+        self.failure = ""
+
+    def run(self) -> None:
+        try:
+            self.loop()
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            self.failure = failure_text(error)
+
+    def loop(self) -> None:
+        raise NotImplementedError
+
+
+class CaptureThread(GuardedThread):
     """Reads the source and publishes the newest frame. The only thread that touches the source.
 
     Files are paced to their own frame rate unless ``paced`` is False: then the next frame is
     read as soon as ``demand()`` says the consumer took the last one (as fast as compute allows;
     as fast as the file decodes without ``demand``). Live sources are read as fast as they deliver; when they stop, the
     thread reconnects with exponential backoff between ``backoff`` (min, max) seconds.
-    Transport commands (seek, step, restart) come through ``command``.
+    Transport commands (seek, step, restart) come through ``command``. ``first``: a frame already
+    read from the source (the start-up check), published before anything else is read.
     """
 
     def __init__(self, source: FrameSource, frames: LatestSlot[Captured], wake: threading.Event,
-                 paced: bool = True, backoff: tuple[float, float] = (0.25, 2.0)):
-        super().__init__(name="deepvis-capture", daemon=True)
+                 paced: bool = True, backoff: tuple[float, float] = (0.25, 2.0), first: Frame | None = None):
+        super().__init__(name="deepvis-capture")
+        self.first = first
         self.source = source
         self.frames = frames
         self.wake = wake
@@ -168,10 +196,13 @@ class CaptureThread(threading.Thread):
                     return
             delay = min(delay * 2, self.backoff[1])
 
-    def run(self) -> None:
+    def loop(self) -> None:
         source = self.source
         period = 1.0 / (source.fps or 30.0)
         due = time.perf_counter()
+        if self.first is not None:
+            self._publish(self.first)
+            due += period
         while not self._halt.is_set():
             while not self._commands.empty():
                 self._run_command(*self._commands.get_nowait())
@@ -212,7 +243,7 @@ class ComputeStats:
     error: str = ""
 
 
-class ComputeThread(threading.Thread):
+class ComputeThread(GuardedThread):
     """Takes the newest frame and the newest state snapshot, runs ``step``, publishes the result.
 
     It recomputes when a new frame arrived or when ``step.key(state)`` changed (e.g. the mirror
@@ -221,7 +252,7 @@ class ComputeThread(threading.Thread):
 
     def __init__(self, step: Callable[[Captured, Any], Any], frames: LatestSlot[Captured], states: LatestSlot,
                  results: LatestSlot, wake: threading.Event):
-        super().__init__(name="deepvis-compute", daemon=True)
+        super().__init__(name="deepvis-compute")
         self.step = step
         self.frames = frames
         self.states = states
@@ -236,7 +267,7 @@ class ComputeThread(threading.Thread):
         self._halt.set()
         self.wake.set()
 
-    def run(self) -> None:
+    def loop(self) -> None:
         done_seq, done_key = 0, None
         key_of = getattr(self.step, "key", lambda state: None)
         while not self._halt.is_set():

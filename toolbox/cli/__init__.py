@@ -51,18 +51,64 @@ def cmd_layers(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from toolbox.jobs.analyze import analyze
+    from toolbox.jobs.batch import analyze_archive, analyze_on_ray, archive_sources, import_ray
 
     config = _config(args, **{"analyze.every": args.every, "analyze.max_frames": args.max_frames})
-    outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency)
-    print(f"wrote {outputs.video}, {outputs.frames}, {outputs.summary}")
+    metrics = () if args.metrics is None else _metric_names(args.metrics)
+    if metrics and args.ray is not None:
+        raise DeepvisError("--metrics runs in this process: drop --ray, or drop --metrics")
+    if args.ray is not None:
+        import_ray()  # says how to install it before any work
+    if args.workers is not None and args.workers < 1:
+        raise DeepvisError(f"--workers must be 1 or more, not {args.workers}")
+    task_threads = args.threads or 1  # under --ray: threads per task (the workers run side by side)
+    sources = archive_sources(args.source)
+    if sources is not None:
+        outcomes = analyze_archive(args.source, sources, args.out, config, saliency=args.saliency,
+                                   ray_address=args.ray, workers=args.workers, threads=task_threads,
+                                   segment_seconds=args.segment_seconds, progress=not args.quiet)
+        failed = [o for o in outcomes if o.status == "failed"]
+        skipped = sum(o.status == "skipped" for o in outcomes)
+        print(f"{len(outcomes) - len(failed) - skipped} analysed, {skipped} already done, {len(failed)} failed: "
+              f"{os.path.join(args.out, 'index.html')}")
+        if failed:
+            raise DeepvisError(f"{len(failed)} of {len(outcomes)} videos failed, first {failed[0].source}: "
+                               f"{failed[0].error} (all listed in {os.path.join(args.out, 'index.html')})")
+        return 0
+    if args.ray is not None:
+        folder = analyze_on_ray(args.source, args.out, config, args.saliency, args.ray, args.workers, task_threads,
+                                args.segment_seconds, progress=not args.quiet)
+        print(f"wrote {folder}/report.html, annotated.mp4, frames.jsonl, summary.json")
+        return 0
+    from toolbox.jobs.analyze import analyze
+
+    outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency,
+                      segment_seconds=args.segment_seconds, metrics=metrics, metrics_every=args.metrics_every)
+    print(f"wrote {outputs.report}, {outputs.video}, {outputs.frames}, {outputs.summary}")
     return 0
+
+
+def _metric_names(spec: str) -> tuple[str, ...]:
+    """"all" or a comma list of faithfulness metric names."""
+    from toolbox.analysis.saliency.metrics import METRICS
+
+    if spec == "all":
+        return METRICS
+    names = tuple(m.strip() for m in spec.split(",") if m.strip())
+    for name in names:
+        if name not in METRICS:
+            raise DeepvisError(f"unknown metric '{name}': choose from {', '.join(METRICS)} or all")
+    return names
 
 
 def cmd_inspect(args) -> int:
     from toolbox.jobs.inspect import inspect
 
-    written = inspect(args.image, args.out, _config(args))
+    methods = None if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
+    metrics = () if args.metrics is None else _metric_names(args.metrics)
+    written = inspect(args.image, args.out, _config(args), methods=methods, metrics=metrics)
+    if metrics:
+        print(written["saliency/metrics"].read_text(), end="")
     print(f"wrote {len(written)} files under {args.out}")
     return 0
 
@@ -70,15 +116,22 @@ def cmd_inspect(args) -> int:
 def cmd_live(args) -> int:
     from toolbox.app.live import LiveOptions, run_live
 
+    from toolbox.atomic import check_writable_folder
+
     options = LiveOptions(paced=not args.fast, record=args.record, snapshot_dir=args.out, record_dir=args.out,
-                          max_frames=args.max_frames)
+                          max_frames=args.max_frames, index=args.index, cav=args.cav)
     # --threads sets the live compute thread's count; capture and display run beside it
-    run_live(args.source, _config(args, **{"live.torch_threads": args.threads}), options)
+    config = _config(args, **{"live.torch_threads": args.threads})
+    for folder in dict.fromkeys([args.out] if args.out else [config.live.snapshot_dir, config.live.record_dir]):
+        check_writable_folder(folder)  # before the window opens, so that a snapshot cannot fail later
+    app = run_live(args.source, config, options)
+    if app.failure:
+        print(f"deepvis: error: {app.failure}", file=sys.stderr)
     # Everything is released by now (threads joined, source closed, recording finalised); skip the
     # interpreter's teardown, which takes 1-2 s with torch loaded, so that q closes the app at once.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(app.exit_code)
 
 
 def cmd_dream(args) -> int:
@@ -119,31 +172,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p, backend=False)
     p.set_defaults(run=cmd_layers)
 
-    p = sub.add_parser("analyze", help="annotated video + per-frame JSON for a video, camera or images (headless)")
-    p.add_argument("source", help="demo | video file | image | folder | camera index | URL")
+    p = sub.add_parser("analyze", help="HTML report, annotated video and per-frame data for a video, camera or "
+                       "images, or for an archive of videos (headless)")
+    p.add_argument("source", help="demo | video file | image | folder | camera index | URL; or an archive: a glob "
+                   "('archive/**/*.mp4'), a folder of videos or a .txt list of sources")
     p.add_argument("--out", required=True, help="output folder")
     _add_model_options(p)
     p.add_argument("--every", type=int, help="process every N-th frame")
     p.add_argument("--max-frames", type=int, help="stop after N processed frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--saliency", metavar="METHOD", help="show this saliency map over the input in the zoom pane: "
+    p.add_argument("--saliency", metavar="METHOD", help="show this saliency map over the input in the zoom pane and "
+                   "in the report's key moments (default there: gradcam): "
                    "gradient | guided | deconvnet | gradcam | guided_gradcam | input_x_gradient | smoothgrad | ...")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the videos as Ray tasks: alone, a local Ray; 'auto' or ray://host:port an existing "
+                   "cluster (needs pip install 'deepvis[ray]')")
+    p.add_argument("--workers", type=int, help="--ray local: tasks at once (default: one per core / --threads; "
+                   "under --ray, --threads is what each task declares and uses, default 1)")
+    p.add_argument("--segment-seconds", type=float, help="split each video into stretches this long, reached by "
+                   "seeking (--ray default 300); the report is the same as unsplit")
+    p.add_argument("--metrics", nargs="?", const="deletion", metavar="M1,M2|all",
+                   help="score the --saliency map's faithfulness per frame (default deletion; also insertion, road, "
+                        "average_drop, increase_in_confidence): frames.jsonl 'saliency_metrics', summary mean")
+    p.add_argument("--metrics-every", type=int, default=10, metavar="N",
+                   help="score every N-th processed frame (default 10; metrics cost many forward passes)")
     _add_backend_options(p)
     p.set_defaults(run=cmd_analyze)
 
-    p = sub.add_parser("inspect", help="predictions, filters and every layer's feature maps for one image")
+    p = sub.add_parser("inspect", help="predictions, filters, every layer's feature maps and every saliency map "
+                       "for one image")
     p.add_argument("image")
     p.add_argument("--out", required=True, help="output folder")
     _add_model_options(p)
+    p.add_argument("--methods", metavar="M1,M2", help="saliency methods to draw (default: all; deepvis inspect "
+                   "writes them in saliency/sheet.png)")
+    p.add_argument("--metrics", nargs="?", const="all", metavar="all|M1,M2",
+                   help="faithfulness of each map (deletion, insertion, road, average_drop, "
+                        "increase_in_confidence): prints and writes saliency/metrics.md and .json with the ranking")
     p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")
     p.add_argument("source", nargs="?", default="0", help="camera index (default 0) | demo | video | images | URL")
-    _add_model_options(p)
+    _add_model_options(p, threads_help="CPU threads of the compute thread (default live.torch_threads, 1: "
+                       "capture and display need the other cores)")
     p.add_argument("--fast", action="store_true", help="files as fast as the model computes, not at their frame rate")
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
     p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)  # benchmarks: quit after N shown frames
+    p.add_argument("--index", help="feature index (deepvis index) for the neighbours (N) and map (M) panes; "
+                   "default: the frames of this session")
+    p.add_argument("--cav", help="CAV folder (deepvis tcav --out) for the concept meter")
     _add_backend_options(p)
     p.set_defaults(run=cmd_live)
 

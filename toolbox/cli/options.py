@@ -6,26 +6,15 @@ import argparse
 EXIT_USER_ERROR = 2
 
 
-def add_model_options(parser: argparse.ArgumentParser, layer: bool = True) -> None:
+def add_model_options(parser: argparse.ArgumentParser, layer: bool = True, threads_help: str | None = None) -> None:
     parser.add_argument("--model", help="model name (deepvis models), default lite0")
     parser.add_argument("--weights", help="state-dict .pth path, or 'none' for random weights")
     parser.add_argument("--device", help="auto | cpu | cuda")
     if layer:
         parser.add_argument("--layer", help="layer name or index (deepvis layers)")
     parser.add_argument("--config", help="YAML file overriding configs/default.yaml")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="CPU threads of torch, onnxruntime and OpenCV (default: every usable core)")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
-    return value
+    parser.add_argument("--threads", type=int, metavar="N", help=threads_help or
+                        "CPU threads of torch, onnxruntime and OpenCV (default: every usable core)")
 
 
 def add_backend_options(parser: argparse.ArgumentParser, backend: bool = True) -> None:

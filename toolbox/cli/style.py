@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from toolbox.cli.options import add_model_options, config_from_args, positive_int
+from toolbox.cli.options import add_model_options, config_from_args
 
 
 def _changes(args) -> dict:
@@ -16,6 +16,10 @@ def cmd_invert(args) -> int:
     from toolbox.analysis.inversion import InversionSettings
     from toolbox.jobs.invert import run_invert
 
+    from toolbox.errors import DeepvisError
+
+    if args.steps is not None and args.steps < 1:
+        raise DeepvisError(f"--steps must be 1 or more, not {args.steps}")
     settings = InversionSettings().replace(steps=args.steps, seed=args.seed)
     run = run_invert(args.input, args.out, config_from_args(args), args.layers or args.layer, args.size, settings,
                      progress=not args.quiet)
@@ -45,7 +49,7 @@ def cmd_style(args) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=positive_int, help="optimisation steps (per octave)")
+    p.add_argument("--steps", type=int, help="optimisation steps (per octave)")
     p.add_argument("--seed", type=int, help="random seed (same seed, same picture)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -57,7 +61,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--layers", help="'all': a labelled strip, input then every visualisable layer and logits; "
                    "or name,name,...")
-    p.add_argument("--size", type=positive_int, default=160, help="long side reconstructed, pixels (default 160)")
+    p.add_argument("--size", type=int, default=160, help="long side reconstructed, pixels (default 160)")
     _common(p)
     p.set_defaults(run=cmd_invert)
 
@@ -68,8 +72,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("texture", parents=[styling], help="synthesise a texture with a style image's Gram matrices")
     p.add_argument("style", help="style image")
     p.add_argument("--out", required=True, help="output .png")
-    p.add_argument("--size", type=positive_int, default=256, help="texture side, pixels (default 256)")
-    p.add_argument("--octaves", type=positive_int, help="coarse-to-fine levels (default 3)")
+    p.add_argument("--size", type=int, default=256, help="texture side, pixels (default 256)")
+    p.add_argument("--octaves", type=int, help="coarse-to-fine levels (default 3)")
     add_model_options(p, layer=False)
     _common(p)
     p.set_defaults(run=cmd_texture)
@@ -78,10 +82,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="image | folder of images | video")
     p.add_argument("--style", required=True, help="style image (toolbox/styles/ has three)")
     p.add_argument("--out", required=True, help="output image or video path, or a folder")
-    p.add_argument("--content-weight", type=float, help="weight of the content loss (default 0.05)")
+    p.add_argument("--content-weight", type=float, help="weight of the content loss (default 0.3)")
     p.add_argument("--max-side", type=int, default=512, help="long side stylised at, pixels (default 512; 0 full size)")
     p.add_argument("--max-frames", type=int, help="video: stop after N frames")
-    p.add_argument("--video-steps", type=positive_int, help="video: steps per frame after the first (default steps/3)")
+    p.add_argument("--video-steps", type=int, help="video: steps per frame after the first (default steps/3)")
     add_model_options(p, layer=False)
     _common(p)
     p.set_defaults(run=cmd_style)

@@ -2,7 +2,13 @@
 
 Images go through ``dream()`` with the preset's octaves; video frames go through ``LiveDreamer``
 (the same schedule per frame, seeded by the previous dream warped along the optical flow) so the
-dream moves with the scene instead of flickering. Every output is written atomically.
+dream moves with the scene instead of flickering.
+
+Size: the dream is computed with the long side at most ``--max-side`` (default 1024) and resized
+back, and the output says so; the octave count is bounded for that size (bounded_octaves). Files:
+one image or video is written atomically (a video only after its frames are counted back), a
+folder's dreams as one output set (toolbox.output_set); unreadable images of a folder are skipped
+with a warning and listed.
 """
 from __future__ import annotations
 
@@ -137,9 +143,10 @@ def bounded_octaves(settings: DreamSettings, height: int, width: int, field: tup
                     explicit: bool) -> DreamSettings:
     """The settings with an octave count that fits an image of this (working) size.
 
-    Below the receptive field of the dream layer (``field``: dream_field) a unit sees the
-    whole level: the first such level still adds the whole-image view, every further one only
-    blurs, so at most one level may be smaller than the field (long side). The largest level may
+    Below the receptive field of the dream layer (``field``: dream_field) every unit sees the
+    whole level, mostly padding: the first such level still gives the whole-image view, further
+    ones shrink the image to a few units, so at most one level may be smaller than the field
+    (long sides compared). The largest level may
     be at most MAX_LEVEL_RATIO times the image (the resize family grows past the image). An
     ``explicit`` --octaves that breaks either bound is refused, naming the largest count that
     fits; the preset's own count is lowered to it.
@@ -213,7 +220,10 @@ def run_dream(input_spec: str, out: str | Path, config: Config, options: DreamOp
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise DeepvisError(f"no images in folder {path} (expected {', '.join(sorted(IMAGE_SUFFIXES))})")
-        check_output_folder(out)
+        if not any(cv2.haveImageReader(str(p)) for p in images):  # the header alone tells most bad files
+            raise DeepvisError(f"no readable image in {path}: all {len(images)} files are damaged or not images "
+                               "(use PNG or JPEG)")
+        check_output_folder(out, "dream")
     elif kind == "image":
         read_image(path)  # a missing or broken file is a one-line error before any work
     model = _torch_model(config)

@@ -51,7 +51,7 @@ def read_style(spec: str | Path) -> np.ndarray:
 
 
 def style_settings(model, steps=None, style_weight=None, content_weight=None, layers=None, seed=None,
-                   octaves=None, tv_weight=None) -> StyleSettings:
+                   octaves=None, tv_weight=None, video_steps=None) -> StyleSettings:
     names = None
     if layers:
         names = []
@@ -62,7 +62,7 @@ def style_settings(model, steps=None, style_weight=None, content_weight=None, la
                 item = model.layers[int(item)]
             names.append(item)
         names = tuple(names)
-    for name, value in (("--steps", steps), ("--octaves", octaves)):
+    for name, value in (("--steps", steps), ("--octaves", octaves), ("--video-steps", video_steps)):
         if value is not None and value < 1:
             raise DeepvisError(f"{name} must be 1 or more, not {value}")
     for name, value in (("--style-weight", style_weight), ("--content-weight", content_weight), ("--tv-weight", tv_weight)):
@@ -89,6 +89,8 @@ def run_texture(style_spec: str, out: str | Path, config: Config, size: int = 25
         raise DeepvisError(f"--out {out} is not an image name: give a .png path")
     if size < 32:
         raise DeepvisError(f"--size must be at least 32 pixels, not {size}")
+    if out.is_dir():
+        raise DeepvisError(f"--out {out} is a folder: give a .png path")
     style = read_style(style_spec)
     model = torch_model(config, "texture synthesis")
     settings = style_settings(model, **(settings_changes or {}))
@@ -121,7 +123,7 @@ def run_style(input_spec: str, style_spec: str, out: str | Path, config: Config,
     elif kind == "image":
         read_image(path)
     model = torch_model(config, "style transfer")
-    settings = style_settings(model, **(settings_changes or {}))
+    settings = style_settings(model, video_steps=video_steps, **(settings_changes or {}))
     run = StyleRun([])
     with Stylist(model, bgr_to_rgb01(style, model.device), settings) as stylist:
         if kind == "video":

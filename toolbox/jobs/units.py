@@ -10,11 +10,12 @@ from tqdm import tqdm
 from toolbox.analysis.top_patches import TopPatches
 from toolbox.analysis.unit_cache import DEFAULT_BATCH, UnitCache, compute_unit_images
 from toolbox.analysis.unitvis import DEFAULT_PRESET, preset
-from toolbox.atomic import write_image, write_json
+from toolbox.atomic import check_writable_folder, write_image
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import chosen_layer, model_from_config
 from toolbox.output_set import OutputSet
+from toolbox.render.text import titled_image
 from toolbox.render.unit_column import patch_montage
 
 
@@ -56,6 +57,8 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
     if batch < 1:
         raise DeepvisError(f"--batch must be 1 or more channels, not {batch}")
     settings = preset(preset_name, steps=steps, size=size)
+    cache = UnitCache(out)
+    check_writable_folder(cache.root)  # before any work; creates nothing
     model = model_from_config(config)
     if model.module is None:
         raise DeepvisError("unit images need gradients, which an ONNX graph does not give: use a PyTorch model")
@@ -65,7 +68,6 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
         raise DeepvisError(f"layer '{layer}' outputs shape {info.shape}, not a feature map: "
                            "pick a conv layer (deepvis layers)")
     chosen = parse_channels(channels, info.channels)
-    cache = UnitCache(out)
     with tqdm(total=len(chosen), unit="ch", desc=f"units {layer}", disable=not progress or None) as bar:
         def on_progress(done: int, total: int) -> None:
             bar.n = done
@@ -85,10 +87,12 @@ def units(config: Config, channels: str | None = None, out: str | Path | None = 
 
 
 def write_top_patches(tracker: TopPatches, outputs: OutputSet, layer: str, tile: int = 64) -> Path:
-    """Into ``outputs``: top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row) and
-    top_patches.json (layer, receptive field, per channel: value, frame, y, x, box); -> the JSON's final path."""
+    """Into ``outputs``: top_patches/<layer>_<channel:04d>.png (3x3 montage, best first, row by row,
+    under a title naming layer and channel) and top_patches.json (layer, receptive field, per
+    channel: value, frame, y, x, box); -> the JSON's final path."""
     stem = layer.replace("/", "_")
     for channel in range(tracker.channels):
         crops = [p.image for p in tracker.patches(channel)]
-        outputs.write_image(f"top_patches/{stem}_{channel:04d}.png", patch_montage(crops, tile))
+        montage = titled_image(patch_montage(crops, tile), f"{layer} ch {channel}: top {len(crops)}", scale=0.4)
+        outputs.write_image(f"top_patches/{stem}_{channel:04d}.png", montage)
     return outputs.write_json("top_patches.json", {"layer": layer, **tracker.summary()})

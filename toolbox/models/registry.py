@@ -21,6 +21,9 @@ DEFAULT_MODEL = "lite0"
 TORCHVISION_MODELS = ("googlenet", "inception_v3", "vgg16", "vgg11", "alexnet", "resnet18", "resnet50",
                       "mobilenet_v3_large", "efficientnet_b0")
 INPUT_SIZES = {"inception_v3": 299}
+# Auxiliary classifier heads: deepvis builds these models without them, so a state dict's keys
+# for them (torchvision's files have them) are dropped by name; every other key must match.
+AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
 
 
 def available_models() -> list[str]:
@@ -47,6 +50,25 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise DeepvisError(f"weights {path} hold a {type(state).__name__}, not a state dict")
     return state
+
+
+def _check_keys(module: nn.Module, state: dict, name: str, path: Path) -> None:
+    """DeepvisError naming a few missing and unexpected keys when ``state`` is not ``module``'s state
+    dict (auxiliary heads, AUX_HEADS, may be present or absent)."""
+    aux = AUX_HEADS.get(name, ())
+    expected = set(module.state_dict())
+    missing = sorted(expected.difference(state))
+    unexpected = sorted(k for k in set(state).difference(expected) if not k.startswith(aux))
+    if not missing and not unexpected:
+        return
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    parts = ([f"{len(missing)} missing keys ({few(missing)})"] if missing else []) + (
+        [f"{len(unexpected)} unexpected keys ({few(unexpected)})"] if unexpected else [])
+    raise DeepvisError(f"weights {path} do not fit model {name}: {'; '.join(parts)}; pass {name}'s state dict, "
+                       "or --weights none for random weights")
 
 
 def _torchvision_cached_weights(name: str) -> Path:
@@ -103,8 +125,9 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None, device: st
         else:
             path = _torchvision_cached_weights(name)
         state = _load_state_dict(path)
+        _check_keys(module, state, name, path)
         try:
-            module.load_state_dict(state, strict=name not in ("googlenet", "inception_v3"))
+            module.load_state_dict({k: v for k, v in state.items() if not k.startswith(AUX_HEADS.get(name, ()))})
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise DeepvisError(f"weights {path} do not fit model {name}: {first}") from None

@@ -16,12 +16,25 @@ COLORMAPS = {
     "turbo": cv2.COLORMAP_TURBO,
 }
 
+# Tables OpenCV lacks, as RGB anchors at even steps, interpolated linearly. coolwarm: Moreland's
+# diverging map ("Diverging Color Maps for Scientific Visualization", 2009): blue - light grey - red,
+# equal lightness steps on both sides, for signed values around zero.
+ANCHORED = {
+    "coolwarm": ((59, 76, 192), (98, 130, 234), (141, 176, 254), (184, 208, 249), (221, 221, 221),
+                 (245, 196, 173), (244, 154, 123), (222, 96, 77), (180, 4, 38)),
+}
+
 
 @functools.lru_cache(maxsize=None)
 def colormap_lut(name: str) -> np.ndarray:
     """(256, 3) uint8 BGR table; 'none' is the grey ramp."""
+    if name in ANCHORED:
+        anchors = np.asarray(ANCHORED[name], np.float64)[:, ::-1]  # RGB -> BGR
+        steps = np.linspace(0, 1, len(anchors))
+        ramp = np.linspace(0, 1, 256)
+        return np.stack([np.interp(ramp, steps, anchors[:, c]) for c in range(3)], 1).round().astype(np.uint8)
     if name not in COLORMAPS:
-        raise ValueError(f"unknown colormap '{name}' (choose {', '.join(COLORMAPS)})")
+        raise ValueError(f"unknown colormap '{name}' (choose {', '.join([*COLORMAPS, *ANCHORED])})")
     ramp = np.arange(256, dtype=np.uint8).reshape(256, 1)
     if COLORMAPS[name] is None:
         return np.repeat(ramp, 3, axis=1)

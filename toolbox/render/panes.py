@@ -90,3 +90,14 @@ def predictions_pane(predictions: list[tuple[str, float]], height: int, width: i
         text = fit_text(f"{prob * 100:5.1f}% {label}", width - 12, font_scale)
         put_text(pane, text, (6, y + row_h - 16), font_scale)
     return pane
+
+
+def labelled_pane(image: np.ndarray, label: str, height: int, width: int, font_scale: float = 0.45) -> np.ndarray:
+    """(height, width, 3) uint8 BGR: ``image`` enlarged (bilinear) to fill the pane keeping its aspect,
+    with ``label`` in a dark box along the top edge (e.g. the saliency method over its map)."""
+    pane = fit_image(image, height, width, interpolation=cv2.INTER_LINEAR)
+    text = fit_text(label, width - 12, font_scale)
+    box_h = int(round(22 * font_scale / 0.45))
+    pane[:box_h] = (pane[:box_h] * 0.35).astype(np.uint8)
+    put_text(pane, text, (6, box_h - 7), font_scale)
+    return pane

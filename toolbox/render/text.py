@@ -33,3 +33,11 @@ def text_strip(text: str, height: int, width: int, background=(25, 25, 25), scal
     image = np.empty((height, width, 3), np.uint8)
     image[:] = background
     return put_text(image, fit_text(text, width - 12, scale), (6, height // 2 + 5), scale)
+
+
+def titled_image(image: np.ndarray, title: str, scale: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 BGR -> (H + strip, W, 3): ``title`` in a dark strip above the image, so a
+    saved picture says what it shows (layer, channels, method)."""
+    height = int(round(28 * scale / 0.5))
+    strip = text_strip(fit_text(title, image.shape[1] - 8, scale), height, image.shape[1], scale=scale)
+    return np.concatenate([strip, image], axis=0)

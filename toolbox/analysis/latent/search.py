@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolbox.cpu_threads import threads_in_use
+
 EXACT_LIMIT = 1_000_000  # vectors; a flat L2 scan of 1M x 1280 float32 is ~0.1 s per query on 2 cores
 HNSW_LINKS = 32  # neighbours per node of the HNSW graph (faiss' usual default)
 
@@ -31,6 +33,7 @@ class VectorSearch:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be (N, D), not {vectors.shape}")
+        threads = threads or threads_in_use()  # None: faiss' default, every core
         if threads is not None:
             faiss.omp_set_num_threads(threads)
         self.count, self.dim = vectors.shape

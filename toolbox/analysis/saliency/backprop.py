@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -93,7 +93,8 @@ class _LayerTaps:
 
 
 def backprop(model: nn.Module, x: torch.Tensor, target: Target, *, input_rule: Rule | None = "plain",
-             layer: str | None = None, layer_rule: Rule | None = None, capture: Sequence[str] = ()) -> BackpropResult:
+             layer: str | None = None, layer_rule: Rule | None = None, capture: Sequence[str] = (),
+             rule_hooks: Callable[[], ContextManager] | None = None, relevance: bool = False) -> BackpropResult:
     """Forward ``x`` (N, 3, H, W) once; differentiate the summed target scores.
 
     input_rule: rectifier rule for the input gradient, or None for no input gradient (then the
@@ -101,6 +102,9 @@ def backprop(model: nn.Module, x: torch.Tensor, target: Target, *, input_rule: R
     layer / layer_rule: also return the gradient at this layer's output (rule defaults to
       input_rule, else plain). With equal rules both gradients come from one backward pass.
     capture: more layers whose activations to return (detached), e.g. for the activation mosaic.
+    rule_hooks: a context factory entered around the forward and the backward (LRP's rule hooks).
+    relevance: start the backward from the score itself instead of 1 (d objective / d score =
+      score), so relevance methods distribute the score's value.
     """
     if input_rule is None and layer is None:
         raise ValueError("backprop needs an input rule, a layer, or both")
@@ -112,6 +116,8 @@ def backprop(model: nn.Module, x: torch.Tensor, target: Target, *, input_rule: R
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
         stack.enter_context(input_gradients_only(model))
+        if rule_hooks is not None:
+            stack.enter_context(rule_hooks())
         x_in = x.detach().clone().requires_grad_(input_rule is not None)
         with contextlib.ExitStack() as forward:
             taps = forward.enter_context(_LayerTaps(model, graph_layers, capture, cut))
@@ -120,7 +126,7 @@ def backprop(model: nn.Module, x: torch.Tensor, target: Target, *, input_rule: R
         if isinstance(target, UnitTarget) and cut and target.layer != cut and not taps.stored[target.layer].requires_grad:
             raise DeepvisError(f"unit layer '{target.layer}' comes before layer '{layer}': pick a layer before the unit")
         scores = target_scores(target, logits, taps.stored)
-        objective = scores.sum()
+        objective = (scores * scores.detach()).sum() if relevance else scores.sum()
         requests: list[tuple[Rule, list[str]]] = []
         if layer is not None and input_rule is not None and layer_rule == input_rule:
             requests.append((input_rule, ["layer", "input"]))

@@ -1,8 +1,8 @@
-"""Input-gradient maps: vanilla gradient, gradient x input, guided backprop, deconvnet, SmoothGrad.
+"""Input-gradient maps: vanilla gradient, gradient x input, guided backprop, deconvnet.
 
 All take ``x`` (1, 3, H, W) as the model expects it and return (3, H, W) float32 signed maps in
 model-input units (reduce to (H, W) with toolbox.render.heatmap). Each is one forward and one
-backward pass, SmoothGrad one pass over a batch of noisy copies.
+backward pass (noise_tunnel.py averages them over noisy copies).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from toolbox.analysis.saliency.backprop import backprop
-from toolbox.analysis.saliency.targets import ClassTarget, Target, resolve_top1
+from toolbox.analysis.saliency.targets import Target
 
 
 def gradient_map(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
@@ -29,33 +29,13 @@ def guided_backprop_map(model: nn.Module, x: torch.Tensor, target: Target) -> to
 
 
 def deconvnet_map(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
-    """Deconvnet backward rule (Zeiler & Fergus 2014), ReLU6 and functional ReLU included."""
-    return backprop(model, x, target, input_rule="deconv").input_gradient[0]
+    """Deconvnet backward rule (Zeiler & Fergus 2014), ReLU6 and functional ReLU included.
 
-
-def smoothgrad_noise(x: torch.Tensor, samples: int, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(samples, 3, H, W) Gaussian noise with std ``sigma`` times the value range of ``x``
-    (SmoothGrad's relative noise level; the paper finds 0.1-0.2 works best)."""
-    scale = sigma * float(x.max() - x.min())
-    noise = torch.randn((samples, *x.shape[1:]), generator=generator, device="cpu")
-    return (noise * scale).to(x.device, x.dtype)
-
-
-def smoothgrad_map(model: nn.Module, x: torch.Tensor, target: Target, samples: int = 16, sigma: float = 0.15,
-                   noise: torch.Tensor | None = None, batch_size: int = 16,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mean gradient over noisy copies of x (Smilkov et al. 2017), noisy copies batched.
-
-    noise: (samples, 3, H, W) to add instead of drawing it (captum NoiseTunnel's noise gives its
-      result exactly). The top-1 class is taken from the clean image, not from each noisy copy.
+    On a network without max-pooling (lite0, MobileNets) the rule keeps almost nothing of the image:
+    the backward pass rectifies the signal instead of using the forward switches, so only the ReLU6
+    saturation gates depend on the input, and the map is the network's own pattern: on lite0, vertical
+    stripes over the left third plus a stride grid, where the stride-2 convolutions sample. The map of
+    the mirrored cat matches the cat's in place (correlation 0.7), not mirrored (-0.1), where guided
+    backprop follows the image (Mahendran & Vedaldi 2016 describe the same input independence).
     """
-    if noise is None:
-        noise = smoothgrad_noise(x, samples, sigma, generator)
-    if isinstance(target, ClassTarget) and target.index is None:
-        with torch.inference_mode():
-            target = resolve_top1(target, model(x))
-    total = torch.zeros_like(x[0])
-    for start in range(0, noise.shape[0], batch_size):
-        noisy = x + noise[start : start + batch_size]
-        total += backprop(model, noisy, target).input_gradient.sum(0)
-    return total / noise.shape[0]
+    return backprop(model, x, target, input_rule="deconv").input_gradient[0]

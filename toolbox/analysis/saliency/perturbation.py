@@ -1,6 +1,9 @@
-"""Occlusion (Zeiler & Fergus 2014): how much the score drops when a square of the image is
-replaced by a baseline. Needs only batched forward passes, so it runs on any backend
-(PyTorch, onnxruntime) that maps a batch of inputs to scores.
+"""Perturbation maps: how the score changes when part of the input or of a layer is removed.
+
+Occlusion (Zeiler & Fergus 2014) replaces squares of the image by a baseline; it needs only batched
+forward passes, so it runs on any backend (PyTorch, onnxruntime) that maps a batch to scores.
+Score-CAM and Ablation-CAM weight a layer's channels by the score of the image masked by each
+channel, or of the network with each channel ablated; both run their forwards in batches.
 """
 from __future__ import annotations
 
@@ -8,6 +11,12 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toolbox.analysis.saliency.cams import require_spatial
+from toolbox.analysis.saliency.targets import Target, UnitTarget, resolve_top1, target_scores, target_scores_of
+from toolbox.models.capture import forward_with_activations, resolve_module
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -48,3 +57,92 @@ def occlusion(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
             total[top : top + window, left : left + window] += drop
             count[top : top + window, left : left + window] += 1
     return total / count
+
+
+def _layer_and_score(model: nn.Module, x: torch.Tensor, target: Target, layer: str):
+    """(activation (1, C, h, w) at ``layer``, the resolved target, its score on x) from one forward."""
+    layers = [layer] + ([target.layer] if isinstance(target, UnitTarget) and target.layer != layer else [])
+    logits, activations = forward_with_activations(model, x, layers)
+    require_spatial(model, x, layer, activations[layer])
+    target = resolve_top1(target, logits)
+    return activations[layer], target, float(target_scores(target, logits, activations)[0])
+
+
+@torch.no_grad()
+def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32,
+                 relu: bool = True) -> torch.Tensor:
+    """(h, w) Score-CAM (Wang et al. 2020) at ``layer``'s resolution, >= 0 (signed with
+    relu=False), unnormalised: the layer's
+    channels weighted by the softmax over channels of the target score of x masked by each channel
+    (upsampled bilinearly with aligned corners, min-max scaled with pytorch-grad-cam's 1e-8).
+    Masks go through the model ``batch_size`` at a time; all-zero channels (dead ReLUs), whose
+    masks black out the whole image, share one forward. Equals pytorch-grad-cam's ScoreCAM
+    before its normalisation and resizing."""
+    activation, target, _ = _layer_and_score(model, x, target, layer)
+    a = activation[0].float()
+    dead = a.flatten(1).abs().amax(1) == 0
+    scores = torch.empty(a.shape[0], device=x.device)
+    if dead.any():
+        scores[dead] = float(target_scores_of(model, torch.zeros_like(x), target)[0])
+    live = torch.nonzero(~dead)[:, 0]
+    for start in range(0, len(live), batch_size):
+        channels = live[start : start + batch_size]
+        up = F.interpolate(a[channels][None], size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
+        lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
+        masks = (up - lo) / (hi - lo + 1e-8)
+        scores[channels] = target_scores_of(model, x * masks[:, None].to(x.dtype), target).float()
+    weights = scores.softmax(dim=0)
+    cam = (weights[:, None, None] * a).sum(0)
+    return cam.clamp_min(0) if relu else cam
+
+
+class _Replace:
+    """Forward hook handing the network ``value`` instead of the module's output."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, module, inputs, output):
+        return self.value
+
+
+@torch.no_grad()
+def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32,
+                    relu: bool = True) -> torch.Tensor:
+    """(h, w) Ablation-CAM (Desai & Ramaswamy 2020) at ``layer``'s resolution, >= 0 (signed
+    with relu=False), unnormalised:
+    channels weighted by (score - score with the channel ablated) / score. An ablated channel is
+    set to 0 when the layer's minimum is 0 (a ReLU output), else to that minimum - 1e7, as
+    pytorch-grad-cam's AblationLayer. Equals its AblationCAM before normalisation and resizing on
+    ReLU-output layers (on others it lowers the value further for each later image of a batch).
+
+    Only the network after ``layer`` runs per batch of ablations: the layer's output is replaced
+    by ``batch_size`` ablated copies of it while the layers before see x once (broadcast over
+    the batch); models whose later code mixes the batch with earlier tensors in a way that does
+    not broadcast get the whole network per batch instead."""
+    activation, target, original = _layer_and_score(model, x, target, layer)
+    a = activation.float()
+    channels = a.shape[1]
+    low = float(a.min())
+    value = 0.0 if low == 0 else low - 1e7
+    replace = _Replace()
+    handle = resolve_module(model, layer).register_forward_hook(replace)
+    scores = torch.empty(channels, device=x.device)
+    try:
+        for start in range(0, channels, batch_size):
+            index = torch.arange(start, min(start + batch_size, channels), device=x.device)
+            ablated = activation.expand(len(index), -1, -1, -1).clone()
+            ablated[torch.arange(len(index)), index] = value
+            replace.value = ablated
+            try:
+                chunk = target_scores_of(model, x, target)
+            except RuntimeError:
+                chunk = None
+            if chunk is None or chunk.shape[0] != len(index):
+                chunk = target_scores_of(model, x.expand(len(index), -1, -1, -1), target)
+            scores[index] = chunk.float()
+    finally:
+        handle.remove()
+    weights = (original - scores) / original
+    cam = (weights[:, None, None] * a[0]).sum(0)
+    return cam.clamp_min(0) if relu else cam

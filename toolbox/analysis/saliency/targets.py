@@ -94,3 +94,16 @@ def target_scores(target: Target, logits: torch.Tensor, activations: dict[str, t
     if target.reduce == "mean":
         return unit.mean(1)
     raise DeepvisError(f"unit reduce must be 'max' or 'mean', not {target.reduce!r}")
+
+
+def target_scores_of(model, batch: torch.Tensor, target: Target) -> torch.Tensor:
+    """(B,) scores of ``target`` for a batch, one forward without gradients (unit targets capture
+    their layer on the way). ClassTarget(None) takes each image's own top-1 class: resolve it first."""
+    from toolbox.models.capture import ActivationCapture
+
+    with torch.inference_mode():
+        if isinstance(target, ClassTarget):
+            return target_scores(target, model(batch), {})
+        with ActivationCapture(model, [target.layer]) as capture:
+            logits = model(batch)
+        return target_scores(target, logits, capture.activations)
