@@ -116,7 +116,7 @@ def test_index_links_every_report_with_a_summary_line(on_ray):
     index = (out / "index.html").read_text()
     for name in ("a", "b", "day2__a"):
         assert f'href="{name}/report.html"' in index
-    assert "Egyptian cat" in index and "espresso" in index and "1.0 s, 10 frames, 2 shots" in index
+    assert "Egyptian cat" in index and "espresso" in index and "1.0 s, 10 frames analysed, 2 shots" in index
 
 
 def test_one_video_on_ray_equals_its_sequential_run(on_ray, sequential, archive, tmp_path):

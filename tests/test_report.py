@@ -185,6 +185,16 @@ def test_report_command_rebuilds_the_same_page_from_the_files(analysed, tmp_path
         assert np.array_equal(cv2.imread(str(copy / "report" / name)), image), name
 
 
+def test_random_weights_are_flagged_in_the_header(analysed, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(analysed, copy)
+    assert "RANDOM WEIGHTS" not in (copy / "report.html").read_text()
+    data = summary(copy)
+    (copy / "summary.json").write_text(json.dumps({**data, "weights": "random", "random_weights": True}))
+    assert main(["report", str(copy)]) == 0
+    assert "RANDOM WEIGHTS: the predictions mean nothing" in (copy / "report.html").read_text()
+
+
 def test_report_command_on_a_folder_without_an_analysis_is_one_line_exit_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
