@@ -91,6 +91,7 @@ class VideoPlan:
     segments: tuple[tuple[int, int | None], ...]
     saliency: str | None  # the video's zoom pane method (None: the channel zoom)
     moment_saliency: str  # the key moments' overlay method
+    seekable: bool  # frames can be read again (files, images); not cameras and streams
 
 
 @dataclass
@@ -143,7 +144,7 @@ def plan_video(source_spec: str, config: Config, saliency: str | None = None,
         step = max(1, math.ceil(segment_seconds * fps / every)) * every
         segments = [(s, min(s + step, wanted)) for s in range(0, wanted, step)] or [(0, None)]
     return VideoPlan(str(source_spec), name, fps, count, every, limit, tuple(segments), saliency,
-                     saliency or KEY_MOMENT_SALIENCY)
+                     saliency or KEY_MOMENT_SALIENCY, seekable)
 
 
 def _unit_settings(config: Config):
@@ -383,11 +384,11 @@ def _write_key_moments(plan: VideoPlan, model, shot_rows: list[dict], records: l
     """Per shot, its key frame read again (by seeking), the model view and the saliency overlay of
     its top-1 class as report/moment_NN.png and report/moment_NN_saliency.png; -> the moments' data.
     A source that cannot seek (camera, stream) has no key moments."""
+    if not plan.seekable:
+        return []
     by_index = {r["index"]: r for r in records}
     moments = []
     with open_source(plan.source) as source:
-        if not source.seekable:
-            return []
         for n, shot in enumerate(shot_rows):
             index = shot["key_frame"]
             source.seek(index)
