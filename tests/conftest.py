@@ -68,6 +68,18 @@ def xvfb():
 
 
 @pytest.fixture(scope="session")
+def demo_index(tmp_path_factory):
+    """A feature index of bikes + carphone (every 10th frame) at lite0's last layer, built once."""
+    from toolbox.config import load_config
+    from toolbox.jobs.index import build_index
+    from toolbox.jobs.index_store import load_index
+
+    folder = tmp_path_factory.mktemp("index") / "idx"
+    build_index(["bikes", "carphone"], folder, load_config(), every=10, progress=False)
+    return load_index(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx_graph(tmp_path_factory):
     """(path, module): a conv + pooling graph with a dynamic batch and two outputs ("scores" (N, 4),
     "features" (N, 4, 8, 8) for an (N, 3, 8, 8) input "x"), exported with the fast legacy exporter."""

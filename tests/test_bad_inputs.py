@@ -21,6 +21,7 @@ To add a case, add one Row. Placeholders in the command line:
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shlex
@@ -69,6 +70,15 @@ ROWS = [
     Row("analyze-unknown-model", "analyze {cat} --out {out} --model nosuchnet --quiet", "unknown model 'nosuchnet'"),
     Row("analyze-unknown-layer", "analyze {cat} --out {out} --layer _blocks.99 --quiet", "_blocks.99"),
     Row("analyze-unknown-saliency", "analyze {cat} --out {out} --saliency nosuch --quiet", "nosuch"),
+    Row("analyze-metrics-without-saliency", "analyze {cat} --out {out} --metrics deletion --quiet",
+        "--metrics scores a saliency map: add --saliency"),
+    Row("analyze-unknown-metric", "analyze {cat} --out {out} --saliency gradcam --metrics nosuch --quiet",
+        "unknown metric 'nosuch'"),
+    Row("analyze-metrics-every-0", "analyze {cat} --out {out} --saliency gradcam --metrics --metrics-every 0 --quiet",
+        "--metrics-every must be 1 or more"),
+    Row("inspect-unknown-metric", "inspect {cat} --out {out} --metrics deletion,nosuch", "unknown metric 'nosuch'"),
+    Row("inspect-unknown-method", "inspect {cat} --out {out} --methods gradcam,nosuch",
+        "unknown saliency method 'nosuch'"),
     Row("analyze-labels-missing", "analyze {cat} --out {out} --labels {tmp}/nope.txt --quiet",
         "--labels file not found"),
     Row("analyze-weights-missing", "analyze {cat} --out {out} --weights {tmp}/nope.pth --quiet",
@@ -141,6 +151,9 @@ ROWS = [
     Row("dream-binary-config", "dream {cat} --out {out}.png --config {binary_yaml} --quiet", "is not a text file"),
     Row("dream-disk-full", "dream {cat} --out {out}.png --layers _blocks.3 --octaves 1 --steps 1 --quiet",
         "the disk is full", fault="enospc"),
+    Row("dream-disk-full-in-a-new-folder",
+        "dream {cat} --out {out}/deeper/x.png --layers _blocks.3 --octaves 1 --steps 1 --quiet", "the disk is full",
+        fault="enospc"),
     Row("dream-video-writer-fails-silently",
         "dream {clip} --out {out}.mp4 --layers _blocks.3 --octaves 1 --steps 1 --max-frames 2 --quiet",
         "cannot write video", fault="silent_video_writer"),
@@ -194,7 +207,61 @@ ROWS = [
     Row("layers-binary-config", "layers --config {binary_yaml}", "is not a text file"),
     Row("layers-missing-onnx-file", "layers --model {tmp}/nope.onnx", "ONNX file not found"),
     Row("layers-weights-of-another-model", "layers --model resnet18 --weights {googlenet_bad}", "do not fit model resnet18"),
+    # --- latent space: index, neighbours, map, tcav -------------------------------------------
+    Row("index-every-0", "index {cat} --out {out} --every 0 --quiet", "--every must be 1 or more, not 0"),
+    Row("index-max-frames-0", "index {cat} --out {out} --max-frames 0 --quiet", "--max-frames must be 1 or more"),
+    Row("index-out-holds-other-files", "index {cat} --out {busy} --quiet", "already holds files that are not a deepvis index"),
+    Row("index-of-other-weights", "index {cat} --out {other_index} --quiet",
+        "was built with model lite0 (weights 0123456789abcdef), layer _relu1"),
+    Row("index-unknown-layer", "index {cat} --out {out} --layer _blocks.99 --quiet", "unknown layer '_blocks.99'"),
+    Row("index-missing-source", "index {tmp}/nope.mp4 --out {out} --quiet", "no such file or folder"),
+    Row("neighbours-empty-index", "neighbours {cat} --index {empty_index} --out {out}", "is empty"),
+    Row("neighbours-missing-index", "neighbours {cat} --index {tmp}/none --out {out}", "no index at"),
+    Row("neighbours-k-0", "neighbours {cat} --index {other_index} --out {out} -k 0", "-k must be 1 or more, not 0"),
+    Row("neighbours-index-of-other-weights", "neighbours {cat} --index {other_index} --out {out}",
+        "was built with model lite0 (weights 0123456789abcdef)"),
+    Row("neighbours-item-out-of-range", "neighbours #7 --index {other_index} --out {out}", "the index has items #0..#0"),
+    Row("neighbours-out-holds-other-files", "neighbours {cat} --index {other_index} --out {busy}",
+        "already holds files deepvis did not write"),
+    Row("map-empty-index", "map {empty_index} --out {out}.png", "is empty"),
+    Row("map-out-not-an-image", "map {other_index} --out {out}.txt", "ending in .png or .jpg"),
+    Row("map-grid-1", "map {other_index} --out {out}.png --grid 1", "--grid 1"),
+    Row("tcav-too-few-concept-images", "tcav --concept few={few_images} --random {random_images} --class zebra "
+        "--layers _blocks.8 --out {out}", "holds 3 images; a CAV needs at least 10"),
+    Row("tcav-concept-is-the-random-folder", "tcav --concept crops={random_images} --random {random_images} "
+        "--class zebra --layers _blocks.8 --out {out}", "is also the --random folder"),
+    Row("tcav-unknown-class", "tcav --concept striped={concept_images} --random {random_images} --class zebr "
+        "--layers _blocks.8 --out {out}", "did you mean 'zebra'"),
+    Row("tcav-too-few-random-runs", "tcav --concept striped={concept_images} --random {random_images} --class zebra "
+        "--layers _blocks.8 --random-runs 5 --out {out}", "at least 10 random runs"),
+    Row("tcav-concept-without-name", "tcav --concept {concept_images} --random {random_images} --class zebra "
+        "--layers _blocks.8 --out {out}", "write NAME=FOLDER"),
+    Row("tcav-unknown-layer", "tcav --concept striped={concept_images} --random {random_images} --class zebra "
+        "--layers _blocks.99 --out {out}", "unknown layer '_blocks.99'"),
 ]
+
+
+def _latent_inputs(root: Path, image: np.ndarray) -> dict[str, Path]:
+    """An index with no items, one recorded with other weights (one item), and concept folders."""
+    from toolbox.jobs.index import recipe_for
+    from toolbox.jobs.index_store import IndexStore
+    from toolbox.models import load_model as load
+
+    recipe = recipe_for(load("lite0"), "_relu1", "mean")
+    empty = IndexStore(root / "empty_index")
+    empty.start(recipe)
+    empty.append(np.zeros((0, 0), np.float32), np.zeros((0, 64, 64, 3), np.uint8), [], {})
+    other = IndexStore(root / "other_index")
+    other.start(dataclasses.replace(recipe, weights_id="0123456789abcdef", weights=""))
+    item = {"source": "x", "frame": 0, "time": 0.0, "class": "y", "class_index": 0, "probability": 1.0}
+    other.append(np.ones((1, 1280), np.float32), np.zeros((1, 64, 64, 3), np.uint8), [item], {})
+    folders = {"few_images": 3, "concept_images": 10, "random_images": 12}
+    for name, count in folders.items():
+        (root / name).mkdir()
+        for i in range(count):
+            cv2.imwrite(str(root / name / f"{i:02d}.png"), np.roll(image, 7 * i, axis=1))
+    return {"empty_index": root / "empty_index", "other_index": root / "other_index",
+            **{name: root / name for name in folders}}
 
 def _write_int32_tiff(path: Path) -> Path:
     ok = cv2.imwrite(str(path), (np.arange(32 * 32 * 3, dtype=np.int32).reshape(32, 32, 3) * 1000))
@@ -249,7 +316,7 @@ def bad_inputs(tmp_path_factory, cat_bgr) -> dict[str, Path]:
         "file": root / "file.txt", "busy": root / "busy", "bad_folder": root / "bad_folder",
         "onnx": _tiny_onnx(root / "tiny.onnx"), "weights_other": root / "other.pth", "junk_pth": root / "junk.pth",
         "googlenet_bad": root / "googlenet-bad.pth", "good_folder": root / "good_folder",
-        "root": root,
+        **_latent_inputs(root, small), "root": root,
     }
 
 

@@ -25,15 +25,6 @@ def oracle(vectors: np.ndarray, queries: np.ndarray, k: int):
     return dist.numpy(), ids.numpy()
 
 
-@pytest.fixture(scope="session")
-def demo_index(tmp_path_factory):
-    """bikes (every 10th frame) + carphone (every 10th) at lite0's last layer."""
-    folder = tmp_path_factory.mktemp("index") / "idx"
-    config = load_config()
-    build_index(["bikes", "carphone"], folder, config, every=10, progress=False)
-    return load_index(folder)
-
-
 def test_exact_search_equals_cdist_topk_on_random_vectors():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3000, 96)).astype(np.float32)
@@ -175,6 +166,7 @@ def test_rolling_memory_skips_near_duplicates_wraps_and_searches_like_brute_forc
         assert memory.offer(v, Remembered(i, i / 25, thumb))
         assert not memory.offer(v * 1.01, Remembered(i, i / 25, thumb))  # a still scene: skipped
     assert len(memory) == 50
+    assert not memory.offer(vectors[45] * 1.01, Remembered(99, 0.0, thumb))  # a looping video: kept already
     kept = vectors[30:]  # the oldest 30 were overwritten
     np.testing.assert_array_equal(memory.vectors(), kept)
     found = memory.search(vectors[40], 5)

@@ -4,7 +4,7 @@ The expensive part (mosaic, zoom, predictions) is the *base*, rendered once per 
 state (in the compute thread when it can, see ``LiveCompute.render``); each displayed frame
 then only pastes the newest input, the status line and the live marks onto a copy of it.
 
-Extensions add panes with ``pane_providers``: {"side" | "zoom" | "mosaic" | "input": fn(result, state)
+Extensions add panes with ``pane_providers``: {"side" | "zoom" | "mosaic" | "input" | "predictions": fn(result, state)
 -> image or None} (e.g. unit pictures from a background task, a saliency map from ``result.extras``, the
 filter view in place of the activation mosaic), and words to the status line with ``status_flags``.
 The newest input is pasted over the input pane on every display unless an ``input_holders`` entry
@@ -75,8 +75,9 @@ class LiveView:
         content = WindowContent(result.view, act, min(state.channel, act.shape[0] - 1), result.predictions, "",
                                 side=extra.get("side"), zoom=zoom, mosaic=self.fitted(extra.get("mosaic"), "mosaic"))
         image = render_window(content, self.layout, display)
-        if extra.get("input") is not None:
-            self.paste(image, "input", extra["input"])
+        for pane in ("input", "predictions"):
+            if extra.get(pane) is not None:
+                self.paste(image, pane, extra[pane])
         return image, key
 
     def input_held(self, state: AppState) -> bool:

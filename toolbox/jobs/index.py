@@ -13,7 +13,7 @@ from toolbox.analysis.latent.features import POOLS
 from toolbox.analysis.latent.search import search_kind
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
-from toolbox.jobs.common import model_from_config
+from toolbox.jobs.common import check_max_frames, model_from_config
 from toolbox.jobs.index_store import IndexRecipe, IndexStore, SourceProgress
 from toolbox.models.registry import LoadedModel
 from toolbox.sources import open_source
@@ -63,7 +63,9 @@ def build_index(sources: list[str], out: str | Path, config: Config, every: int 
     and streams, which never end).
     """
     if every < 1:
-        raise DeepvisError(f"--every {every}: give a whole number of at least 1")
+        raise DeepvisError(f"--every must be 1 or more, not {every}")
+    if max_frames is not None:
+        check_max_frames(max_frames)
     if pool not in POOLS:
         raise DeepvisError(f"--pool {pool}: choose one of {', '.join(POOLS)}")
     store = IndexStore(out)

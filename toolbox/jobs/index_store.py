@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolbox.atomic import atomic_path, write_json
+from toolbox.atomic import atomic_path, user_write_errors, write_json
 from toolbox.errors import DeepvisError
 
 FORMAT = 1
@@ -87,6 +87,9 @@ class IndexStore:
                 raise DeepvisError(f"{path} is not a deepvis index record: pick another folder, or delete it") from None
         elif self.folder.exists() and not self.folder.is_dir():
             raise DeepvisError(f"{self.folder} is a file, not an index folder: give a folder path")
+        elif self.folder.is_dir() and any(self.folder.iterdir()):
+            raise DeepvisError(f"{self.folder} already holds files that are not a deepvis index: give a new or "
+                               "empty folder")
 
     @property
     def exists(self) -> bool:
@@ -123,6 +126,10 @@ class IndexStore:
                progress: dict[str, SourceProgress]) -> None:
         """Write one shard, then the record that lists it with the sources' new progress."""
         assert self.meta is not None, "start() first"
+        with user_write_errors(self.folder):
+            self._append(vectors, thumbnails, items, progress)
+
+    def _append(self, vectors, thumbnails, items, progress) -> None:
         if len(items):
             if self.meta["dim"] not in (None, vectors.shape[1]):
                 raise DeepvisError(f"index {self.folder} holds {self.meta['dim']}-d vectors, these are "

@@ -10,13 +10,13 @@ import numpy as np
 
 from toolbox.analysis.latent.embed import FrameEmbedder
 from toolbox.analysis.latent.search import VectorSearch
-from toolbox.atomic import write_image, write_json
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import model_from_config
 from toolbox.jobs.index import recipe_for
 from toolbox.jobs.index_store import IndexRecipe, LoadedIndex, load_index
 from toolbox.models.registry import LoadedModel
+from toolbox.output_set import OutputSet, check_output_folder
 from toolbox.render.montage import neighbour_montage
 from toolbox.sources import open_source, read_image
 from toolbox.sources.images import IMAGE_SUFFIXES
@@ -119,7 +119,8 @@ def neighbours(query: str, index_dir: str | Path, out: str | Path, config: Confi
     """Write ``out``/neighbours.png (query + k neighbours, captioned) and ``out``/neighbours.json
     ([{source, frame, time, distance, ...}], nearest first)."""
     if k < 1:
-        raise DeepvisError(f"-k {k}: ask for at least 1 neighbour")
+        raise DeepvisError(f"-k must be 1 or more, not {k}")
+    check_output_folder(out)
     index = load_index(index_dir)
     picture, item, caption = query_picture(query, index)
     if item is not None:
@@ -133,13 +134,13 @@ def neighbours(query: str, index_dir: str | Path, out: str | Path, config: Confi
     records = [{"source": n.item["source"], "frame": n.item["frame"], "time": n.item["time"],
                 "distance": round(n.distance, 6), "index": n.id,
                 **{key: n.item[key] for key in ("class", "file") if key in n.item}} for n in found]
-    out = Path(out)
-    json_path = write_json(out / "neighbours.json", records)
     montage = neighbour_montage(
         picture, ["query", caption],
         [item_picture(index, n.id) for n in found],
         [[f"#{r + 1}  d = {n.distance:.2f}", index.label(n.id)] for r, n in enumerate(found)],
         tile=tile, title=f"{len(found)} nearest of {len(index)} frames at {index.recipe.layer} "
                          f"({index.recipe.model}, {index.recipe.pool} pooling, L2)")
-    montage_path = write_image(out / "neighbours.png", montage)
+    with OutputSet(out, job="neighbours") as outputs:
+        json_path = outputs.write_json("neighbours.json", records)
+        montage_path = outputs.write_image("neighbours.png", montage)
     return NeighboursResult(montage_path, json_path, found)

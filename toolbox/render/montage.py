@@ -35,6 +35,12 @@ def neighbour_montage(query: np.ndarray, query_lines: Sequence[str], neighbours:
     """
     tiles = [captioned_tile(query, query_lines, tile, QUERY_COLOUR)]
     tiles += [captioned_tile(img, lines, tile) for img, lines in zip(neighbours, neighbour_lines)]
+    return tile_sheet(tiles, tile, cols, title, gap)
+
+
+def tile_sheet(tiles: Sequence[np.ndarray], tile: int, cols: int | None = None, title: str = "",
+               gap: int = 6) -> np.ndarray:
+    """Captioned tiles (``captioned_tile``) row by row under a title line, (H, W, 3) uint8 BGR."""
     cols = cols or min(len(tiles), max(3, math.ceil(math.sqrt(len(tiles) * 1.8))))
     rows = math.ceil(len(tiles) / cols)
     cell_h = max(t.shape[0] for t in tiles)
@@ -47,3 +53,23 @@ def neighbour_montage(query: np.ndarray, query_lines: Sequence[str], neighbours:
         y, x = top + gap + r * (cell_h + gap), gap + c * (tile + gap)
         image[y : y + t.shape[0], x : x + tile] = t
     return image
+
+
+def neighbours_pane(thumbnails: Sequence[np.ndarray], lines: Sequence[Sequence[str]], height: int, width: int,
+                    title: str = "", cols: int = 3) -> np.ndarray:
+    """The live side pane (height, width, 3) uint8 BGR: a title line, then the neighbours' thumbnails
+    nearest first, ``cols`` per row, each captioned; as many rows as fit."""
+    pane = blank_pane(height, width)
+    put_text(pane, fit_text(title, width - 8, 0.42), (4, 14), 0.42)
+    gap, top = 4, 20
+    tile = (width - (cols + 1) * gap) // cols
+    cell_h = tile + 2 * LINE_H + 4
+    rows = max(1, (height - top) // (cell_h + gap))
+    for n, (thumb, caption) in enumerate(zip(thumbnails[: rows * cols], lines)):
+        r, c = divmod(n, cols)
+        y, x = top + r * (cell_h + gap), gap + c * (tile + gap)
+        t = captioned_tile(thumb, caption[:2], tile, scale=0.38)
+        pane[y : y + cell_h, x : x + tile] = t
+    if not thumbnails:
+        put_text(pane, "nothing to compare yet", (8, top + 24), 0.42)
+    return pane

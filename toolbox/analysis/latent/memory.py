@@ -20,7 +20,8 @@ class Remembered:
 
 class RollingMemory:
     """A ring buffer of (vector, Remembered). A frame whose vector lies within ``duplicate_ratio``
-    (relative L2 distance) of the last kept one is skipped, so a still scene does not fill it.
+    (relative L2 distance) of any kept one is skipped, so neither a still scene nor a looping video
+    fills it with copies.
     Thread-safe: the compute thread offers and searches, the draw thread only reads results."""
 
     def __init__(self, capacity: int = 4096, duplicate_ratio: float = 0.05):
@@ -42,9 +43,11 @@ class RollingMemory:
             if self._vectors is None:
                 self._vectors = np.zeros((self.capacity, vector.size), np.float32)
                 self._norms2 = np.zeros(self.capacity, np.float32)
-            if self._count:
-                last = self._vectors[(self._count - 1) % self.capacity]
-                if np.linalg.norm(vector - last) <= self.duplicate_ratio * max(np.linalg.norm(vector), 1e-12):
+            n = len(self)
+            if n:
+                q2 = float(vector @ vector)
+                d2 = self._norms2[:n] - 2.0 * (self._vectors[:n] @ vector) + q2
+                if float(d2.min()) <= self.duplicate_ratio ** 2 * max(q2, 1e-24):
                     return False
             slot = self._count % self.capacity
             self._vectors[slot] = vector
@@ -66,11 +69,28 @@ class RollingMemory:
             ids = ids[np.argsort(d2[ids], kind="stable")]
             return [(float(np.sqrt(max(d2[i], 0.0))), self._items[i]) for i in ids]
 
+    def _order(self) -> np.ndarray:
+        """Slots oldest first."""
+        n = len(self)
+        start = self._count % self.capacity if self._count > self.capacity else 0
+        return (np.arange(n) + start) % max(n, 1)
+
     def vectors(self) -> np.ndarray:
         """(n, D) copy of the kept vectors, oldest first."""
         with self._lock:
-            n = len(self)
-            if self._vectors is None or n == 0:
+            if self._vectors is None or len(self) == 0:
                 return np.zeros((0, 0), np.float32)
-            start = self._count % self.capacity if self._count > self.capacity else 0
-            return np.roll(self._vectors[:n], -start, axis=0).copy()
+            return self._vectors[self._order()]
+
+    def items(self) -> list[Remembered]:
+        """The kept frames, oldest first (in the order of ``vectors``)."""
+        with self._lock:
+            return [self._items[i] for i in self._order()]
+
+    def snapshot(self) -> tuple[np.ndarray, list[Remembered]]:
+        """(vectors, items) taken together, oldest first."""
+        with self._lock:
+            if self._vectors is None or len(self) == 0:
+                return np.zeros((0, 0), np.float32), []
+            order = self._order()
+            return self._vectors[order], [self._items[i] for i in order]
