@@ -146,7 +146,9 @@ def test_lite0_uses_stripes_for_zebra_and_tcav_finds_it_significant(lite0, tmp_p
     assert not report["concepts"]["crops"]["_blocks.12"]["significant"]
     cavs = np.load(tmp_path / "out" / "cavs.npz")
     assert set(cavs.files) == {"striped|_blocks.12", "crops|_blocks.12"}
-    channels = lite0.layer_infos(["_blocks.12"])[0].channels
-    assert cavs["striped|_blocks.12"].shape == (channels * 10 * 10,)  # _blocks.12 at 160 px: (C, 10, 10)
-    assert json.loads((tmp_path / "out" / "cavs.json").read_text())["shapes"]["_blocks.12"] == [channels, 10, 10]
+    from toolbox.models.layers import layer_table
+
+    (info,) = layer_table(lite0.module, torch.zeros(1, 3, 160, 160), ["_blocks.12"])  # (192, 5, 5) at 160 px
+    assert cavs["striped|_blocks.12"].shape == (int(np.prod(info.shape)),)
+    assert json.loads((tmp_path / "out" / "cavs.json").read_text())["shapes"]["_blocks.12"] == list(info.shape)
     assert cv2.imread(str(out.chart)).shape == (540, 960, 3)
