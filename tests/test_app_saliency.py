@@ -287,7 +287,7 @@ def test_an_onnx_graph_runs_live_with_gradient_methods_unavailable_and_occlusion
             assert re_age(flag) >= 0 and "top-1 class [thing" in flag
             text = live.view.status_text("demo", f"tiny ({live.compute.provider_label})", occluded, result,
                                          (0, 0, 0), [])
-            assert "onnx CPU" in text and "occlusion of top-1 class" in text
+            assert "onnx CPU" in text and "occlusion [slow: background] of top-1 class" in text
     finally:
         live.tasks.shutdown()
         live.source.close()
@@ -308,4 +308,49 @@ def test_backend_onnx_on_a_torch_model_runs_gradient_frames_through_torch(lite0,
             torch.testing.assert_close(result.activations["layer2"], plain.activations["layer2"], rtol=1e-3, atol=1e-3)
             assert "(gradients via torch)" in live.saliency.status_flag(state)
     finally:
+        live.source.close()
+
+
+# --- the g cycle's marks and K's deletion AUC ------------------------------------------------------
+
+def test_every_registered_method_is_in_the_cycle_and_expensive_ones_are_announced_as_such():
+    from toolbox.analysis.saliency import METHODS
+    from toolbox.app.saliency_plugin import EXPENSIVE_MARK
+
+    assert set(METHODS) <= set(LIVE_METHODS)
+    state, messages = AppState(layer=0), {}
+    for _ in range(len(LIVE_METHODS)):
+        transition = reduce(state, "saliency_method", CONTEXT)
+        state = transition.state
+        messages[state.overlay] = transition.effects[0].text
+    assert all((EXPENSIVE_MARK in messages[m]) == (m in EXPENSIVE) for m in LIVE_METHODS)
+    assert "scorecam" in EXPENSIVE and "lrp_epsilon" not in EXPENSIVE and "eigencam" not in EXPENSIVE
+
+
+def test_k_scores_the_map_on_screen_in_the_background(lite0, cat_bgr):
+    from toolbox.analysis.saliency.metrics import faithfulness
+    from toolbox.analysis.saliency.targets import ClassTarget
+    from toolbox.app.faithfulness_plugin import REQUEST, STEPS, install_faithfulness
+
+    live = LiveApp(open_source("demo", loop=True), lite0, CONFIG, LAYER,
+                   LiveOptions(plugins=[install_saliency, install_faithfulness]))
+    try:
+        with live.compute:
+            state = dataclasses.replace(live.state, overlay="gradcam", extras={**live.state.extras, TARGET: ("class",)})
+            result = live.compute(captured(cat_bgr), state)
+            shown = result.extras["saliency"]
+            pressed = reduce(state, "saliency_faithfulness", CONTEXT).state
+            assert pressed.extras[REQUEST] == 1 and live.compute.key(pressed) != live.compute.key(state)
+            live.compute(captured(cat_bgr), pressed)
+            handle = live.tasks.latest("faithfulness")
+            handle.join(60)
+            assert handle.status == "done", handle.error
+            x = lite0.input_tensor(shown.view)
+            expected = faithfulness(lite0.module, x, shown.map, ClassTarget(int(lite0.module(x).argmax())),
+                                    ("deletion",), steps=STEPS).values["deletion"]
+            assert handle.result.value == pytest.approx(expected, abs=1e-5)
+            flag = live.view.status_text("demo", "lite0", pressed, result, (0, 0, 0), [])
+            assert f"deletion AUC {expected:.3f} of Grad-CAM" in flag
+    finally:
+        live.tasks.shutdown()
         live.source.close()

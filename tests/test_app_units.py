@@ -235,8 +235,9 @@ def test_deeper_layers_show_the_selected_filters_input_channels(lite0, shapes, t
     weight = layer_conv_weight(lite0.module, LAYER)
     on = state_at(shapes, LAYER, 4, **{FILTERS: True})
     assert units.mosaic_pane(None, dataclasses.replace(on, extras={})) is None
-    assert np.array_equal(units.mosaic_pane(None, on), fit_image(filters_view(weight, 4, *MOSAIC), *MOSAIC,
-                                                                 enlarge=False))
+    pane, picture = units.mosaic_pane(None, on), fit_image(filters_view(weight, 4, *MOSAIC), *MOSAIC, enlarge=False)
+    assert np.array_equal(pane[:-24], picture[:-24])  # the filter's picture...
+    assert not np.array_equal(pane[-24:], picture[-24:])  # ...over a caption naming the filter
     assert not np.array_equal(units.mosaic_pane(None, on), units.mosaic_pane(None, dataclasses.replace(on, channel=5)))
 
 

@@ -41,27 +41,30 @@ def layer_of(module: str) -> int:
     return LAYERS.index(parts[1])
 
 
-def imported_modules(module: str) -> set[str]:
-    """Modules of the package that ``module`` imports anywhere in its source. ``from X import Y``
-    counts X.Y when Y is a module, else X; the parent packages that Python runs on the way are not
-    counted (they are not what the code asked for)."""
-    path = MODULES[module]
-    is_package = path.name == "__init__.py"
+def imports_in(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Modules of the package that the code ``source`` of ``module`` imports anywhere. ``from X
+    import Y`` counts X.Y when Y is a module, else X; the parent packages that Python runs on the
+    way are not counted (they are not what the code asked for)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from the module's own package, up level-1 more
                 base = module.split(".") if is_package else module.split(".")[:-1]
                 base = base[:len(base) - (node.level - 1)]
-                source = ".".join(base + ([node.module] if node.module else []))
+                origin = ".".join(base + ([node.module] if node.module else []))
             else:
-                source = node.module
+                origin = node.module
             for alias in node.names:
-                candidate = f"{source}.{alias.name}"
-                found.add(candidate if candidate in MODULES else source)
+                candidate = f"{origin}.{alias.name}"
+                found.add(candidate if candidate in MODULES else origin)
     return {name for name in found if name in MODULES and name != module}
+
+
+def imported_modules(module: str) -> set[str]:
+    path = MODULES[module]
+    return imports_in(path.read_text(), module, path.name == "__init__.py")
 
 
 GRAPH = {module: imported_modules(module) for module in MODULES}
@@ -115,9 +118,16 @@ def test_no_import_cycles_between_modules():
 
 
 def test_the_checks_see_function_level_imports_and_cycles():
-    """The checker itself: an import inside a function counts, and a two-module circle is found."""
-    tree = ast.parse("def f():\n    from toolbox.app.live import run_live\n")
-    assert any(isinstance(n, ast.ImportFrom) and n.module == "toolbox.app.live" for n in ast.walk(tree))
+    """The checker itself: an import inside a function counts, relative imports resolve, a two-module
+    circle is found."""
+    assert imports_in("def f():\n    from toolbox.app.live import run_live\n", "toolbox.models.registry") == {
+        "toolbox.app.live"}
+    assert imports_in("from .core import dream\nfrom ..saliency import backprop\nfrom . import presets\n",
+                      "toolbox.analysis.dream.temporal") == {
+        "toolbox.analysis.dream.core", "toolbox.analysis.saliency.backprop", "toolbox.analysis.dream.presets"}
+    assert imports_in("from .core import dream\n", "toolbox.analysis.dream", is_package=True) == {
+        "toolbox.analysis.dream.core"}
+    assert imports_in("from toolbox.models import load_model\n", "toolbox.jobs.common") == {"toolbox.models"}
     assert import_cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     assert import_cycles({"a": {"b"}, "b": set()}) == []
 

@@ -56,11 +56,22 @@ class BreakingVideo(FrameSource):
     def fps(self):
         return 100.0
 
+    @property
+    def frame_count(self):
+        return 100_000
+
+    @property
+    def position(self):
+        return self.count
+
+    def seek(self, index):
+        self.count = index
+
     def read(self):
         if self.count >= self.good:
             raise RuntimeError("decoder exploded")
         self.count += 1
-        return Frame(np.full((64, 64, 3), 100, np.uint8), self.count - 1, self.count / 100)
+        return Frame(np.full((64, 64, 3), 100, np.uint8), self.count - 1, (self.count - 1) / 100)
 
 
 class RecordingWindow:
@@ -113,3 +124,61 @@ def test_the_status_line_names_skipped_files(lite0, folder, monkeypatch):
     app = LiveApp(source, lite0, load_config(), "_blocks.8", LiveOptions(plugins=[], paced=False, max_frames=6))
     assert run_with_timeout(app, 60) == 0
     assert "skipped 1 unreadable file: 1-bad.jpg" in app._status[0]
+
+
+def test_random_weights_are_marked_in_the_title_and_the_status_line(random_model, monkeypatch):
+    titles = []
+
+    class TitledWindow(RecordingWindow):
+        def __init__(self, title):
+            super().__init__(title)
+            titles.append(title)
+
+    monkeypatch.setattr(live_module, "Window", TitledWindow)
+    model = random_model("resnet18")
+    app = LiveApp(BreakingVideo(good=10_000), model, load_config(), "layer2",
+                  LiveOptions(plugins=[], paced=False, max_frames=3))
+    assert run_with_timeout(app, 60) == 0
+    assert titles == ["deepvis - resnet18 [RANDOM WEIGHTS]"]
+    assert "resnet18 [RANDOM WEIGHTS] (" in app._status[0]
+
+
+def test_a_stepped_video_shows_its_frame_number_and_time_in_the_status_line(lite0, monkeypatch):
+    class SteppingWindow(RecordingWindow):
+        polls_after_step = 0
+
+        def poll_key(self, wait_ms=1):
+            time.sleep(0.005)
+            if self.polls_after_step:
+                self.polls_after_step += 1
+                return ord("q") if self.polls_after_step > 200 else -1  # about a second later
+            if len(self.images) >= 10:
+                self.polls_after_step = 1
+                return ord(".")  # one frame forward (pauses)
+            return -1
+
+    monkeypatch.setattr(live_module, "Window", SteppingWindow)
+    app = LiveApp(BreakingVideo(good=10_000), lite0, load_config(), "_blocks.8", LiveOptions(plugins=[]))
+    assert run_with_timeout(app, 60) == 0
+    _, captured = app.frames.get()
+    assert app.state.paused
+    frame = captured.frame
+    assert f"frame {frame.index + 1}/100000, {frame.timestamp:.2f} s" in app._status[0]
+
+
+def test_a_camera_gets_a_few_seconds_for_its_first_frame_and_a_silent_one_is_a_start_up_error(monkeypatch):
+    class Camera(FrameSource):
+        live = True
+        name = "camera 0"
+
+        def __init__(self, blank_reads):
+            self.reads, self.blank_reads = 0, blank_reads
+
+        def read(self):
+            self.reads += 1
+            return Frame(np.zeros((8, 8, 3), np.uint8), 0, 0.0) if self.reads > self.blank_reads else None
+
+    assert live_module.first_frame(Camera(blank_reads=3)).image.shape == (8, 8, 3)
+    monkeypatch.setattr(live_module, "FIRST_FRAME_S", 0.2)
+    with pytest.raises(DeepvisError, match="camera 0 delivered no frame"):
+        live_module.first_frame(Camera(blank_reads=10**9))

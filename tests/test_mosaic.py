@@ -8,7 +8,7 @@ import torch
 from toolbox.render.colormap import colormap_lut
 from toolbox.render.filters import filter_grid
 from toolbox.render.layout import Rect, compose
-from toolbox.render.mosaic import SELECTED, SEPARATOR, channel_mosaic, mosaic_geometry, normalise_activations
+from toolbox.render.mosaic import SEPARATOR, CURSOR, channel_mosaic, mosaic_geometry, normalise_activations
 from toolbox.render.panes import channel_zoom
 
 
@@ -83,9 +83,34 @@ def test_separators_and_selected_outline():
     image = channel_mosaic(torch.rand(4, 3, 3), g, selected=3)
     assert tuple(image[0, 0]) == SEPARATOR
     y, x = g.tile_origin(3)
-    assert tuple(image[y - 1, x]) == SELECTED and tuple(image[y + g.tile_h, x + g.tile_w]) == SELECTED
+    assert tuple(image[y - 1, x]) == CURSOR[0] and tuple(image[y + g.tile_h, x + g.tile_w]) == CURSOR[0]
     y0, x0 = g.tile_origin(0)
     assert tuple(image[y0 - 1, x0]) == SEPARATOR
+
+
+@pytest.mark.parametrize("colormap", ["none", "viridis", "inferno", "magma", "jet", "turbo"])
+def test_the_cursor_stands_out_on_every_colormap(colormap):
+    """Whatever colour a tile has in that table, one of the cursor's rings differs from it strongly
+    (CIELAB distance), and both rings are drawn around the selected tile."""
+    import cv2
+
+    from toolbox.render.colormap import colormap_lut
+
+    g = mosaic_geometry(16, 8, 8, 200, 200)
+    image = channel_mosaic(torch.rand(16, 8, 8, generator=torch.Generator().manual_seed(0)), g, "channel", colormap,
+                           selected=5)
+    y, x = g.tile_origin(5)
+    outer = np.concatenate([image[y - 1, x - 1 : x + g.tile_w + 1], image[y : y + g.tile_h, x + g.tile_w]])
+    inner = np.concatenate([image[y, x : x + g.tile_w], image[y : y + g.tile_h, x]])
+    rings = np.unique(np.concatenate([outer, inner]), axis=0)
+    assert len(np.unique(outer, axis=0)) == 1 and len(np.unique(inner, axis=0)) == 1 and len(rings) == 2
+
+    def lab(colours):
+        return cv2.cvtColor(np.asarray(colours, np.uint8).reshape(-1, 1, 3), cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(float)
+
+    table, cursor = lab(colormap_lut(colormap)), lab(rings)
+    farthest = np.sqrt(((table[:, None] - cursor[None]) ** 2).sum(axis=2)).max(axis=1)
+    assert farthest.min() > 100, f"some {colormap} colour hides the cursor"
 
 
 def test_geometry_maps_pixels_and_moves_back_to_channels():

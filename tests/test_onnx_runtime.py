@@ -75,3 +75,19 @@ def test_session_takes_the_process_thread_count_and_does_not_spin(graph, monkeyp
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert OnnxSession(graph[0], "cpu", threads=2).session.get_session_options().intra_op_num_threads == 2
+
+
+@pytest.mark.parametrize("wanted, tried", [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+     ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+])
+def test_a_gpu_provider_alone_also_gets_the_cuda_libraries_preloaded(monkeypatch, wanted, tried):
+    from toolbox.models import onnx_runtime
+
+    calls = []
+    monkeypatch.setattr(onnx_runtime, "_gpu_libraries", lambda: calls.append(1) or (True, False))  # no TensorRT
+    assert onnx_runtime._providers_to_try(wanted) == tried
+    assert calls  # preload_dlls() runs before the CUDA provider looks for cuDNN
+    calls.clear()
+    assert onnx_runtime._providers_to_try(["CPUExecutionProvider"]) == ["CPUExecutionProvider"] and not calls

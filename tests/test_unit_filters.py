@@ -33,3 +33,32 @@ def test_layer_conv_weight_and_view_pick_the_right_convolution(lite0):
     rgb = filters_view(layer_conv_weight(lite0.module, "_relu0"), 0, 100, 100)
     deep = filters_view(layer_conv_weight(lite0.module, "_blocks.3"), 5, 100, 100)
     assert rgb.shape[2] == deep.shape[2] == 3 and rgb.dtype == deep.dtype
+
+
+def test_a_1x1_filter_shows_its_input_channel_weights_by_sign_and_size():
+    """A 1x1 kernel is one number per input channel: the tiles are coloured by that number around
+    zero (red positive, blue negative, grey zero), not C flat squares of meaningless grey."""
+    from toolbox.render.mosaic import mosaic_geometry
+
+    w = torch.zeros(3, 4, 1, 1)
+    w[2, :, 0, 0] = torch.tensor([2.0, -2.0, 0.0, 1.0])
+    grid = filters_view(w, 2, 80, 80).astype(int)
+    g = mosaic_geometry(4, 1, 1, 80, 80)
+    centre = [grid[y + g.tile_h // 2, x + g.tile_w // 2] for y, x in (g.tile_origin(c) for c in range(4))]
+    (b0, _, r0), (b1, _, r1), (b2, g2, r2), (b3, _, r3) = centre
+    assert r0 > b0 + 100 and b1 > r1 + 100  # the strongest weights: saturated red / blue
+    assert abs(b2 - r2) < 10 and abs(g2 - r2) < 10  # zero: grey
+    assert r3 > b3 and (r0 - b0) > (r3 - b3)  # half the weight, a paler red
+    assert not (filters_view(w, 2, 80, 80) == filters_view(w, 0, 80, 80)).all()  # the cursor's filter
+
+
+def test_the_first_layer_filter_grid_outlines_the_selected_filter():
+    from toolbox.render.mosaic import CURSOR, mosaic_geometry
+
+    w = torch.rand(6, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    grid = filters_view(w, 4, 120, 120)
+    g = mosaic_geometry(6, 3, 3, 120, 120)
+    y, x = g.tile_origin(4)
+    assert tuple(grid[y - 1, x]) == CURSOR[0] and tuple(grid[y + g.tile_h, x + g.tile_w]) == CURSOR[0]
+    y, x = g.tile_origin(1)
+    assert tuple(grid[y - 1, x]) != CURSOR[0]

@@ -77,3 +77,18 @@ def test_only_improving_channels_are_touched():
     act = torch.zeros(4, 8, 8)
     act[2, 1, 1] = 9.0
     assert tracker.update(_view(1), act) == 1
+
+
+def test_a_frame_offered_again_adds_no_copy_of_its_patch():
+    """A still image (or a looping folder) repeats its frames under the same index: the top-9 keeps one
+    patch per frame and place, not nine copies of the same eye."""
+    tracker = TopPatches(FIELD, channels=2, k=9)
+    acts = [torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(n)) for n in range(3)]
+    for _ in range(7):
+        for n, act in enumerate(acts):  # a folder of three images, looping
+            tracker.update(_view(n), act, frame_index=n)
+    for c in range(2):
+        patches = tracker.patches(c)
+        assert sorted(p.frame_index for p in patches) == [0, 1, 2]
+        assert len({(p.frame_index, p.box) for p in patches}) == len(patches)
+    assert tracker.update(_view(0), acts[0], frame_index=0) == 0

@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 # such problems itself in one line. Must be set before cv2 is first imported.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-# Idle OpenMP threads sleep instead of spinning: on a busy machine spinning made a forward 30-100x
+# Idle OpenMP threads sleep instead of spinning: on a busy machine spinning made a forward 10-350x
 # slower (toolbox/cpu_threads.py). Takes effect only if set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

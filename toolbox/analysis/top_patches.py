@@ -2,7 +2,9 @@
 
 Each frame contributes at most one entry per channel: the channel's spatial maximum, with the
 crop of the model view under that unit's receptive field (clipped at the borders). So the nine
-patches of a channel come from nine different frames, as in the Deep Visualization Toolbox.
+patches of a channel come from nine different frames, as in the Deep Visualization Toolbox. A frame
+offered again under the same index (a still image, a folder or a video that loops) adds nothing
+where the channel already holds that frame's patch at an overlapping place.
 The per-frame work is one max over the (C, H, W) tensor and a comparison with the current k-th
 values; Python only touches the channels whose top-k actually changed.
 """
@@ -31,6 +33,11 @@ class Patch:
     def record(self) -> dict:
         return {"value": round(self.value, 6), "frame": self.frame_index, "y": self.location[0],
                 "x": self.location[1], "box": list(self.box)}
+
+
+def boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Two (y0, x0, y1, x1) boxes share at least one pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 class TopPatches:
@@ -67,10 +74,14 @@ class TopPatches:
                 return 0
             frame = np.array(frame_view, copy=True)  # large crops share this one copy
             vh, vw = frame.shape[:2]
+            added = 0
             for c in improved:
                 value = float(best[c])
                 i, j = divmod(int(where[c]), w)
                 box = self.field.clipped_box(i, j, vh, vw)
+                if any(p.frame_index == index and boxes_overlap(p.box, box) for p in self._patches[c]):
+                    continue  # the same frame again: its patch is there already
+                added += 1
                 crop = frame[box[0] : box[2], box[1] : box[3]]
                 if crop.size * 4 < frame.size:
                     crop = crop.copy()  # small crops must not keep whole frames alive
@@ -81,7 +92,7 @@ class TopPatches:
                 patches = self._patches[c]
                 patches.insert(position, Patch(value, index, (i, j), box, crop))
                 del patches[self.k :]
-            return len(improved)
+            return added
 
     def patches(self, channel: int) -> list[Patch]:
         """The channel's best patches so far, strongest first (at most k)."""

@@ -28,5 +28,6 @@ Extension points for features that plug in later (saliency, DeepDream, unit pict
 from toolbox.app import units_plugin  # noqa: E402,F401
 from toolbox.app import dream_plugin  # noqa: E402,F401
 from toolbox.app import saliency_plugin  # noqa: E402,F401
+from toolbox.app import faithfulness_plugin  # noqa: E402,F401
 from toolbox.app import neighbours_plugin  # noqa: E402,F401
 from toolbox.app import map_plugin  # noqa: E402,F401

@@ -43,6 +43,7 @@ MESSAGE_SECONDS = 4.0
 STATUS_REFRESH_S = 0.5
 FAILURE_SHOWN_S = 4.0  # a dead capture or compute thread: its error stays on screen this long, then the app exits
 EXIT_THREAD_FAILED = 1
+FIRST_FRAME_S = 3.0  # how long a camera or stream may take to deliver its first frame
 
 
 @dataclass
@@ -63,12 +64,13 @@ def default_plugins() -> list:
     """The live features that ship with deepvis (their key actions are registered by toolbox.app)."""
     from toolbox.app.dream_plugin import install_dream
     from toolbox.app.saliency_plugin import install_saliency
+    from toolbox.app.faithfulness_plugin import install_faithfulness
     from toolbox.app.concept_plugin import install_concepts
     from toolbox.app.map_plugin import install_map
     from toolbox.app.neighbours_plugin import install_neighbours
     from toolbox.app.units_plugin import install_units
 
-    return [install_units, install_dream, install_saliency, install_neighbours, install_map, install_concepts]
+    return [install_units, install_dream, install_saliency, install_faithfulness, install_neighbours, install_map, install_concepts]
 
 
 @dataclass
@@ -89,6 +91,25 @@ class LiveStats:
 
         return {"displayed": self.displayed, "input_latency_ms": stats(self.input_latency_ms),
                 "result_latency_ms": stats(self.result_latency_ms)}
+
+
+RANDOM_MARK = "RANDOM WEIGHTS"  # shown wherever the model is named when it was never trained
+
+
+def model_label(model: LoadedModel) -> str:
+    """The model's name, marked when its weights are random (--weights none): its pictures mean nothing."""
+    return f"{model.name} [{RANDOM_MARK}]" if model.weights == "random" else model.name
+
+
+def window_title(base: str, model: LoadedModel) -> str:
+    """The window's title: ``base``, plus the random-weights mark."""
+    return f"{base} - {model.name} [{RANDOM_MARK}]" if model.weights == "random" else base
+
+
+def frame_position(frame: Frame, count: int | None) -> str:
+    """'frame 12/250, 0.48 s': the frame's index (1-based, of ``count`` when known) and media time."""
+    of = f"/{count}" if count else ""
+    return f"frame {frame.index + 1}{of}, {frame.timestamp:.2f} s"
 
 
 def layer_shapes(model: LoadedModel, layers: list[str]) -> tuple[LayerShape, ...]:
@@ -146,6 +167,7 @@ class LiveApp:
         self.exit_code = 0
         self.failure = ""  # the error of a dead capture or compute thread ("" while both run)
         self._failed_at = 0.0
+        self._moved_at = -MESSAGE_SECONDS  # the last seek, step or restart (time.monotonic())
         self._message = ("", 0.0)
         self._next_snapshot = 0
         self._drawn_key: tuple | None = None
@@ -184,6 +206,7 @@ class LiveApp:
         kind = effect.kind
         if kind in ("seek_seconds", "step_frames", "restart"):
             self.capture.command(kind, effect.amount)
+            self._moved_at = time.monotonic()
         elif kind == "snapshot":
             self.snapshot()
         elif kind == "quit":
@@ -284,6 +307,9 @@ class LiveApp:
         for name, on in (("frozen", s.frozen), ("paused", s.paused), ("mirror", s.mirror), ("REC", s.recording)):
             if on:
                 flags.append(name)
+        position = self._shown_position()
+        if position:
+            flags.append(position)
         if not self.capture.status.signal:
             flags.append(f"no signal, reconnecting (try {self.capture.status.attempts})")
         if self.capture.status.ended:
@@ -301,12 +327,21 @@ class LiveApp:
             flags.append(f"- {text}")
         return flags
 
+    def _shown_position(self) -> str:
+        """'frame N/M, T s' of the input on screen while a video is paused, or just after a seek or step."""
+        _, captured = self.frames.get()
+        if captured is None or not self.source.seekable:
+            return ""
+        if not self.state.paused and time.monotonic() - self._moved_at > MESSAGE_SECONDS:
+            return ""
+        return frame_position(captured.frame, self.source.frame_count)
+
     def _status_text(self, result: LiveResult | None) -> str:
         now = time.monotonic()
         text, at = self._status
         if now - at >= STATUS_REFRESH_S or not text or self._status_inputs != self._current_status_inputs(result):
             rates = (self.capture.meter.rate(), self.compute_thread.meter.rate(), self.display_meter.rate())
-            model = f"{self.model.name} ({self.compute.provider_label})"
+            model = f"{model_label(self.model)} ({self.compute.provider_label})"
             text = self.view.status_text(self.source.name, model, self.state, result, rates, self._flags())
             self._status = (text, now)
             self._status_inputs = self._current_status_inputs(result)
@@ -315,7 +350,7 @@ class LiveApp:
     def _current_status_inputs(self, result) -> tuple:
         """What makes the status line change at once (the rates change only every STATUS_REFRESH_S)."""
         return (self.state, id(result), self._message, self.capture.status, self.compute_thread.stats.error,
-                len(getattr(self.source, "skipped", ())), self.failure)
+                len(getattr(self.source, "skipped", ())), self.failure, self._shown_position())
 
     def progress_strip(self) -> Rect | None:
         """Where task progress bars go: the layout's "progress" pane, else the bottom of the side pane
@@ -385,7 +420,7 @@ class LiveApp:
     def run(self) -> int:
         """The main loop until q, a closed window or a dead thread; returns the exit code (0, or
         EXIT_THREAD_FAILED after a thread died)."""
-        self.window = Window(self.config.live.window_title)
+        self.window = Window(window_title(self.config.live.window_title, self.model))
         with self.compute:
             try:
                 self.states.put(self.state)
@@ -432,12 +467,17 @@ class LiveApp:
 def first_frame(source: FrameSource) -> Frame:
     """The source's first frame, or a one-line DeepvisError: a source that fails before its first
     frame is a start-up error, reported before the window opens."""
-    try:
-        frame = source.read()
-    except DeepvisError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a decoder's own exception, as one line
-        raise DeepvisError(f"cannot read {source.name}: {failure_text(error)}") from None
+    deadline = time.monotonic() + (FIRST_FRAME_S if source.live else 0.0)
+    while True:  # a camera may deliver nothing for its first reads while it starts
+        try:
+            frame = source.read()
+        except DeepvisError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a decoder's own exception, as one line
+            raise DeepvisError(f"cannot read {source.name}: {failure_text(error)}") from None
+        if frame is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
     if frame is None:
         raise DeepvisError(f"{source.name} delivered no frame: check the source (deepvis live demo shows the "
                            "bundled clip)")

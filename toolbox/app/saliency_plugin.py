@@ -3,9 +3,8 @@ class, fire; and the gradient reaching each channel of the selected layer ("back
 
 Keys (configs/keys.yaml):
 
-    saliency_method      cycle ``AppState.overlay``: none -> gradient -> guided -> deconvnet -> Grad-CAM
-                         -> guided Grad-CAM -> gradient x input -> SmoothGrad -> integrated gradients
-                         -> occlusion -> RISE -> none
+    saliency_method      cycle ``AppState.overlay``: none -> every method of the METHODS registry in its
+                         order -> RISE -> none; expensive ones are announced "[slow: background]"
     saliency_target      backprop origin: the unit under the cursor -> that unit, frozen (it stays while
                          the cursor moves) -> the top-1 class -> the cursor again
     saliency_placement   the heatmap over the input pane / alone in the side pane
@@ -55,6 +54,7 @@ TITLES = {**{name: m.title for name, m in METHODS.items()}, "rise": "RISE"}
 EXPENSIVE = frozenset({*(name for name, m in METHODS.items() if m.expensive), "rise"})
 GRADIENT_FREE = frozenset({"occlusion", "rise"})  # a batch forward is all they need (onnxruntime too)
 SINGLE_PASS = frozenset(m for m in LIVE_METHODS if m not in EXPENSIVE)
+EXPENSIVE_MARK = "[slow: background]"
 BACK_DIFFS_RULE = "gradient"  # the pass that feeds the back-diffs mosaic when no single-pass method is on
 
 TARGET = "saliency_target"  # extras: None (the cursor's unit) | ("unit", layer, channel) frozen | ("class",) top-1
@@ -72,10 +72,19 @@ def _with_extras(state: AppState, **changes) -> AppState:
 
 
 @register_action("saliency_method")
-def cycle_method(state: AppState, context: LiveContext) -> AppState:
+def cycle_method(state: AppState, context: LiveContext) -> Transition:
+    """The next method of every registered one (``LIVE_METHODS``), announced with its cost."""
     order = (OFF, *LIVE_METHODS)
     following = order[(order.index(state.overlay) + 1) % len(order)] if state.overlay in order else OFF
-    return dataclasses.replace(state, overlay=following)
+    return Transition(dataclasses.replace(state, overlay=following),
+                      (Effect("message", text=f"saliency: {method_label(following)}"),))
+
+
+def method_label(method: str) -> str:
+    """The method's title, marked when it is expensive (computed in the background, updated less often)."""
+    if method == OFF:
+        return "off"
+    return TITLES[method] + (f" {EXPENSIVE_MARK}" if method in EXPENSIVE else "")
 
 
 @register_action("saliency_target")
@@ -199,7 +208,7 @@ class LiveSaliency:
         self.error = ""
         self.class_label = ""  # the class the newest class-target map explains
         self._lock = threading.Lock()
-        self._task_lock = threading.Lock()
+        self.task_lock = threading.Lock()  # one background computation at a time on the task model
         self._local = threading.local()  # the task this thread computes a map for
         self._task_model: LoadedModel | None = None
         self._task_key: tuple | None = None  # (method, target, layer) of the newest background task
@@ -296,7 +305,7 @@ class LiveSaliency:
         _lower_priority()
         # One map at a time: a superseded task stops at its next forward (the cancel check below),
         # and the next one waits for it, so two never share the private model's hooks.
-        with self._task_lock:
+        with self.task_lock:
             self._local.task = task
             try:
                 return self._make_map(task, method, target, layer, view, frame_index, description, key)
@@ -312,7 +321,7 @@ class LiveSaliency:
             forward = lambda batch: (task.check(), analyser.forward_logits(batch))[1]  # noqa: E731
             x = self.model.preprocess.to_tensor(view, getattr(analyser, "device", "cpu"))
         else:
-            model = self._model_for_tasks()
+            model = self.task_model()
             forward, x = model.module, model.input_tensor(view)
         with torch.inference_mode(method in GRADIENT_FREE):
             if method == "rise":
@@ -330,7 +339,7 @@ class LiveSaliency:
                                   time.monotonic(), key=key)
         return self.background
 
-    def _model_for_tasks(self) -> LoadedModel:
+    def task_model(self) -> LoadedModel:
         """A private copy without the live hooks: background forwards through the shared module would
         run the frame pass's hooks (its layer taps) from another thread."""
         with self._lock:
@@ -436,7 +445,7 @@ class LiveSaliency:
         words = []
         method = state.overlay
         if method != OFF:
-            title = TITLES.get(method, method)
+            title = method_label(method) if method in TITLES else method
             if not self.available(method):
                 words.append(f"{title} unavailable: {self.unavailable}")
             else:

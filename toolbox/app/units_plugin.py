@@ -235,8 +235,7 @@ class LiveUnits:
             return None
         layer = self.layers[state.layer].name
         weight = layer_conv_weight(self.model.module, layer)
-        selected = state.channel if weight is not None and weight.shape[1] != 3 else -1  # RGB grid: one picture
-        key = (layer, selected)
+        key = (layer, state.channel)
         cached = self._filters
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -246,6 +245,11 @@ class LiveUnits:
         else:
             pane = fit_image(filters_view(weight, state.channel, *self.mosaic_size), *self.mosaic_size,
                              enlarge=False)  # centred, pixel-exact tiles
+            if weight.shape[1] != 3:  # the picture is of one filter: say which, and how to read it
+                kind = "1x1: weight per input channel, red +, blue -" if weight.shape[-2:] == (1, 1) else \
+                    f"{weight.shape[-2]}x{weight.shape[-1]} kernel per input channel"
+                caption = f"filter {min(state.channel, weight.shape[0] - 1)} of {layer} ({kind})"
+                put_text(pane, fit_text(caption, self.mosaic_size[1] - 12, 0.45), (6, self.mosaic_size[0] - 8), 0.45)
         self._filters = (key, pane)
         return pane
 

@@ -54,6 +54,9 @@ def cmd_analyze(args) -> int:
     from toolbox.jobs.batch import analyze_archive, analyze_on_ray, archive_sources, import_ray
 
     config = _config(args, **{"analyze.every": args.every, "analyze.max_frames": args.max_frames})
+    metrics = () if args.metrics is None else _metric_names(args.metrics)
+    if metrics and args.ray is not None:
+        raise DeepvisError("--metrics runs in this process: drop --ray, or drop --metrics")
     if args.ray is not None:
         import_ray()  # says how to install it before any work
     if args.workers is not None and args.workers < 1:
@@ -80,15 +83,32 @@ def cmd_analyze(args) -> int:
     from toolbox.jobs.analyze import analyze
 
     outputs = analyze(args.source, args.out, config, progress=not args.quiet, saliency=args.saliency,
-                      segment_seconds=args.segment_seconds)
+                      segment_seconds=args.segment_seconds, metrics=metrics, metrics_every=args.metrics_every)
     print(f"wrote {outputs.report}, {outputs.video}, {outputs.frames}, {outputs.summary}")
     return 0
+
+
+def _metric_names(spec: str) -> tuple[str, ...]:
+    """"all" or a comma list of faithfulness metric names."""
+    from toolbox.analysis.saliency.metrics import METRICS
+
+    if spec == "all":
+        return METRICS
+    names = tuple(m.strip() for m in spec.split(",") if m.strip())
+    for name in names:
+        if name not in METRICS:
+            raise DeepvisError(f"unknown metric '{name}': choose from {', '.join(METRICS)} or all")
+    return names
 
 
 def cmd_inspect(args) -> int:
     from toolbox.jobs.inspect import inspect
 
-    written = inspect(args.image, args.out, _config(args))
+    methods = None if not args.methods else [m.strip() for m in args.methods.split(",") if m.strip()]
+    metrics = () if args.metrics is None else _metric_names(args.metrics)
+    written = inspect(args.image, args.out, _config(args), methods=methods, metrics=metrics)
+    if metrics:
+        print(written["saliency/metrics"].read_text(), end="")
     print(f"wrote {len(written)} files under {args.out}")
     return 0
 
@@ -171,13 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "under --ray, --threads is what each task declares and uses, default 1)")
     p.add_argument("--segment-seconds", type=float, help="split each video into stretches this long, reached by "
                    "seeking (--ray default 300); the report is the same as unsplit")
+    p.add_argument("--metrics", nargs="?", const="deletion", metavar="M1,M2|all",
+                   help="score the --saliency map's faithfulness per frame (default deletion; also insertion, road, "
+                        "average_drop, increase_in_confidence): frames.jsonl 'saliency_metrics', summary mean")
+    p.add_argument("--metrics-every", type=int, default=10, metavar="N",
+                   help="score every N-th processed frame (default 10; metrics cost many forward passes)")
     _add_backend_options(p)
     p.set_defaults(run=cmd_analyze)
 
-    p = sub.add_parser("inspect", help="predictions, filters and every layer's feature maps for one image")
+    p = sub.add_parser("inspect", help="predictions, filters, every layer's feature maps and every saliency map "
+                       "for one image")
     p.add_argument("image")
     p.add_argument("--out", required=True, help="output folder")
     _add_model_options(p)
+    p.add_argument("--methods", metavar="M1,M2", help="saliency methods to draw (default: all; deepvis inspect "
+                   "writes them in saliency/sheet.png)")
+    p.add_argument("--metrics", nargs="?", const="all", metavar="all|M1,M2",
+                   help="faithfulness of each map (deletion, insertion, road, average_drop, "
+                        "increase_in_confidence): prints and writes saliency/metrics.md and .json with the ranking")
     p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("live", help="the interactive window: activations of a camera, video or images as they play")

@@ -25,6 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -34,6 +35,7 @@ from toolbox.analysis.activations import layer_means, most_active_channels, top_
 from toolbox.analysis.backend_choice import make_frame_analyser, provider_choice
 from toolbox.analysis.frame_stats import dominant_class, most_active_channels as most_active_over_time
 from toolbox.analysis.frame_stats import most_confident_frame
+from toolbox.analysis.saliency.metrics import METRICS, faithfulness
 from toolbox.analysis.shots import (adaptive_threshold, consecutive_cosine_distances, pooled_features, shot_starts,
                                     shots_from_starts)
 from toolbox.analysis.top_patches import Patch, TopPatches
@@ -44,7 +46,7 @@ from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import (check_folder_name, check_max_frames, chosen_layer, describe_layer, layers_to_capture,
                                  model_from_config, require_4d, skipped_summary, warn_skipped)
-from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay
+from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay, top1_saliency
 from toolbox.jobs.units import write_top_patches
 from toolbox.models.receptive_field import receptive_field
 from toolbox.output_set import OutputSet, check_output_folder
@@ -91,6 +93,9 @@ class VideoPlan:
     segments: tuple[tuple[int, int | None], ...]
     saliency: str | None  # the video's zoom pane method (None: the channel zoom)
     moment_saliency: str  # the key moments' overlay method
+    seekable: bool  # frames can be read again (files, images); not cameras and streams
+    metrics: tuple[str, ...] = ()  # faithfulness metrics of the saliency map (toolbox.analysis.saliency.metrics)
+    metrics_every: int = 10  # ... on the frames whose processed number (index // every) is a multiple of this
 
 
 @dataclass
@@ -126,13 +131,21 @@ def check_model_options(config: Config, saliency: str | None = None) -> None:
 
 
 def plan_video(source_spec: str, config: Config, saliency: str | None = None,
-               segment_seconds: float | None = None) -> VideoPlan:
+               segment_seconds: float | None = None, metrics: Sequence[str] = (), metrics_every: int = 10) -> VideoPlan:
     """Open the source (a DeepvisError if it cannot be read) and split its frames into segments of
     about ``segment_seconds`` (None: one segment). A source that cannot seek (camera, stream) or
-    whose length is unknown is never split."""
+    whose length is unknown is never split. metrics / metrics_every: score the saliency map's
+    faithfulness on every ``metrics_every``-th processed frame."""
     every, limit = config.analyze.every, check_max_frames(config.analyze.max_frames)
     if every < 1:
         raise DeepvisError(f"--every must be 1 or more, not {every}")
+    if metrics and saliency is None:
+        raise DeepvisError("--metrics scores a saliency map: add --saliency METHOD (e.g. --saliency gradcam)")
+    if metrics_every < 1:
+        raise DeepvisError(f"--metrics-every must be 1 or more, not {metrics_every}")
+    for metric in metrics:
+        if metric not in METRICS:
+            raise DeepvisError(f"unknown metric '{metric}': choose from {', '.join(METRICS)}")
     if segment_seconds is not None and segment_seconds <= 0:
         raise DeepvisError(f"--segment-seconds {segment_seconds} must be more than 0")
     with open_source(source_spec) as source:
@@ -143,7 +156,7 @@ def plan_video(source_spec: str, config: Config, saliency: str | None = None,
         step = max(1, math.ceil(segment_seconds * fps / every)) * every
         segments = [(s, min(s + step, wanted)) for s in range(0, wanted, step)] or [(0, None)]
     return VideoPlan(str(source_spec), name, fps, count, every, limit, tuple(segments), saliency,
-                     saliency or KEY_MOMENT_SALIENCY)
+                     saliency or KEY_MOMENT_SALIENCY, seekable, tuple(metrics), metrics_every)
 
 
 def _unit_settings(config: Config):
@@ -196,8 +209,15 @@ def analyze_segment(plan: VideoPlan, segment: int, config: Config, video_part: s
             status = (f"{plan.name} | {model.name}{' (random weights)' if model.weights == 'random' else ''} | "
                       f"{analyser.provider_label} | {describe_layer(model, layer, act)} | "
                       f"channel {active[0][0]} mean {active[0][1]:.2f} | frame {frame.index} t={frame.timestamp:.2f}s")
-            video.write(panes.window(result.view, act, active[0][0], predictions, status, patches))
+            saliency = None
+            if plan.saliency is not None and model.module is not None:
+                x, target, saliency = top1_saliency(model, result.view, plan.saliency)
+            video.write(panes.window(result.view, act, active[0][0], predictions, status, patches, saliency))
             records.append(_record(frame, predictions, result.activations, layer, active))
+            if plan.metrics and saliency is not None and (frame.index // plan.every) % plan.metrics_every == 0:
+                scores = faithfulness(model.module, x, saliency, target, plan.metrics).values
+                records[-1]["saliency_metrics"] = {"method": plan.saliency,
+                                                   **{k: round(v, 6) for k, v in scores.items()}}
             probabilities.append(result.logits.float().softmax(-1).cpu().numpy())
             features.append(pooled_features(result.activations[model.layers[-1]]))
             channel_rows.append(act.float().mean(dim=(-2, -1)).cpu().numpy())
@@ -230,11 +250,11 @@ class _Panes:
         self.synthetic: dict[int, np.ndarray | None] = {}  # channel -> cached unit picture (read once)
 
     def window(self, view: np.ndarray, act, channel: int, predictions, status: str,
-               patches: TopPatches | None) -> np.ndarray:
-        """(layout.height, layout.width, 3) uint8 BGR."""
+               patches: TopPatches | None, saliency=None) -> np.ndarray:
+        """(layout.height, layout.width, 3) uint8 BGR. saliency: the method's raw map when already made."""
         zoom = side = None
         if self.saliency is not None and self.zoom is not None:
-            overlay = saliency_overlay(self.model, view, self.saliency)
+            overlay = saliency_overlay(self.model, view, self.saliency, saliency=saliency)
             zoom = labelled_pane(overlay, f"{_method_title(self.saliency)}: {predictions[0].label}",
                                  self.zoom.h, self.zoom.w)
         if self.side is not None:
@@ -327,9 +347,20 @@ def finish_video(plan: VideoPlan, segments: list[SegmentResult], files: OutputSe
         "shot_threshold": round(threshold, 6),
         "key_moments": moments,
         "timing": _timing(segments, len(records)),
+        **_metrics_summary(plan, records),
     })
     build_report(files.staging)
     return files.staging
+
+
+def _metrics_summary(plan: VideoPlan, records: list[dict]) -> dict:
+    """summary.json's "saliency_metrics": method, metrics, every, frames scored, mean per metric."""
+    if not plan.metrics:
+        return {}
+    scored = [r["saliency_metrics"] for r in records if "saliency_metrics" in r]
+    mean = {k: round(sum(s[k] for s in scored) / len(scored), 6) for k in plan.metrics} if scored else {}
+    return {"saliency_metrics": {"method": plan.saliency, "metrics": list(plan.metrics), "every": plan.metrics_every,
+                                 "frames": len(scored), "mean": mean}}
 
 
 def _timing(segments: list[SegmentResult], frames: int) -> dict:
@@ -383,11 +414,11 @@ def _write_key_moments(plan: VideoPlan, model, shot_rows: list[dict], records: l
     """Per shot, its key frame read again (by seeking), the model view and the saliency overlay of
     its top-1 class as report/moment_NN.png and report/moment_NN_saliency.png; -> the moments' data.
     A source that cannot seek (camera, stream) has no key moments."""
+    if not plan.seekable:
+        return []
     by_index = {r["index"]: r for r in records}
     moments = []
     with open_source(plan.source) as source:
-        if not source.seekable:
-            return []
         for n, shot in enumerate(shot_rows):
             index = shot["key_frame"]
             source.seek(index)
@@ -420,15 +451,19 @@ def _copy_unit_images(model, layer: str, channels: list[int], config: Config, fi
 
 
 def analyze(source_spec: str, out_dir: str | Path, config: Config, progress: bool = True,
-            saliency: str | None = None, segment_seconds: float | None = None) -> AnalyzeOutputs:
+            saliency: str | None = None, segment_seconds: float | None = None, metrics: Sequence[str] = (),
+            metrics_every: int = 10) -> AnalyzeOutputs:
     """Analyse one source in this process and write its outputs to ``out_dir`` as one set
     (toolbox.output_set): they appear together when the run completes, none if it fails, and an
     earlier run's outputs are replaced as a whole. Unreadable files of a folder source are skipped
     with a warning and listed in the summary. segment_seconds: analyse the video in stretches of
-    this length, one after another, as Ray workers would (the outputs are the same)."""
+    this length, one after another, as Ray workers would (the outputs are the same).
+    metrics: score the ``saliency`` map on every ``metrics_every``-th processed frame: those frames'
+    frames.jsonl records get "saliency_metrics" {"method", metric: value}, summary.json gets
+    "saliency_metrics" {"method", "metrics", "every", "frames" (scored), "mean" {metric: value}}."""
     out_dir = check_output_folder(check_folder_name(out_dir, "analyze", "report.html, annotated.mp4, frames.jsonl, "
                                                     "summary.json"), "analyze")
-    plan = plan_video(source_spec, config, saliency, segment_seconds)
+    plan = plan_video(source_spec, config, saliency, segment_seconds, metrics, metrics_every)
     check_model_options(config, saliency)
     with user_write_errors(out_dir), OutputSet(out_dir, "analyze") as files:
         segments = [analyze_segment(plan, i, config, files.path(f"{PARTS}/{i:04d}.mp4"), progress)

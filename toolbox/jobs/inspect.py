@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from torch import nn
 
 from toolbox.analysis.activations import most_active_channels, top_predictions
 from toolbox.analysis.frame_analysis import FrameAnalyser
+from toolbox.analysis.saliency import METHODS, method_info
+from toolbox.analysis.saliency.metrics import METRICS
 from toolbox.atomic import user_write_errors
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
@@ -30,10 +33,18 @@ def first_conv(module: nn.Module) -> tuple[str, nn.Conv2d]:
     raise ValueError("model has no convolution on the RGB input")
 
 
-def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict[str, Path]:
-    """Writes predictions.json, window.png, filters.png, features/NN_<layer>.png and saliency/ (every
-    saliency method's map for the top-1 class, see toolbox.jobs.saliency_maps) as one output set
-    (toolbox.output_set); -> {what: final path}."""
+def inspect(image_path: str | Path, out_dir: str | Path, config: Config, methods: Sequence[str] | None = None,
+            metrics: Sequence[str] = ()) -> dict[str, Path]:
+    """Writes predictions.json, window.png, filters.png, features/NN_<layer>.png and saliency/ (each
+    saliency method's map for the top-1 class and all of them in saliency/sheet.png; with ``metrics``,
+    saliency/metrics.md and metrics.json: see toolbox.jobs.saliency_maps) as one output set
+    (toolbox.output_set); -> {what: final path}. methods: saliency methods (default: all)."""
+    methods = tuple(METHODS) if methods is None else tuple(methods)
+    for method in methods:
+        method_info(method)
+    for metric in metrics:
+        if metric not in METRICS:
+            raise DeepvisError(f"unknown metric '{metric}': choose from {', '.join(METRICS)}")
     out_dir = check_output_folder(check_folder_name(out_dir, "inspect", "predictions.json, window.png, ..."), "inspect")
     image = read_image(image_path)
     model = model_from_config(config)
@@ -43,10 +54,11 @@ def inspect(image_path: str | Path, out_dir: str | Path, config: Config) -> dict
                            "analyze for ONNX models")
     layer = chosen_layer(model, config.model.layer)
     with user_write_errors(out_dir), OutputSet(out_dir, "inspect") as files:
-        return _inspect_into(files, image, image_path, model, layer, config)
+        return _inspect_into(files, image, image_path, model, layer, config, methods, metrics)
 
 
-def _inspect_into(files: OutputSet, image, image_path, model, layer: str, config: Config) -> dict[str, Path]:
+def _inspect_into(files: OutputSet, image, image_path, model, layer: str, config: Config, methods: Sequence[str],
+                  metrics: Sequence[str]) -> dict[str, Path]:
     with FrameAnalyser(model, layers_to_capture(model, layer)) as analyser:
         result = analyser(Frame(image, 0, 0.0))
     predictions = top_predictions(result.logits, model.categories, config.display.top_k)
@@ -74,6 +86,6 @@ def _inspect_into(files: OutputSet, image, image_path, model, layer: str, config
         sheet = titled_image(sheet, f"{name} {tuple(a.shape)}: {a.shape[0]} channels, 0 top left, "
                              f"{geometry.cols} per row", scale=0.6)
         written[f"features/{name}"] = files.write_image(f"features/{i:02d}_{name}.png", sheet)
-    staged = write_saliency_maps(model, result.view, files.path("saliency"))
+    staged = write_saliency_maps(model, result.view, files.path("saliency"), methods=methods, metrics=metrics)
     written.update({key: files.final_path(path.relative_to(files.staging).as_posix()) for key, path in staged.items()})
     return written

@@ -75,7 +75,11 @@ def _gpu_libraries() -> tuple[bool, bool]:
 
 
 def _providers_to_try(wanted: list[str]) -> list[str]:
-    if "TensorrtExecutionProvider" in wanted and not _gpu_libraries()[1]:
+    """``wanted`` less TensorRT when its libraries cannot load. Any GPU provider first has the
+    CUDA libraries preloaded (_gpu_libraries), CUDA alone as well as TensorRT."""
+    if not any(p in _GPU for p in wanted):
+        return wanted
+    if not _gpu_libraries()[1]:
         return [p for p in wanted if p != "TensorrtExecutionProvider"]
     return wanted
 

@@ -6,7 +6,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from toolbox.render.mosaic import mosaic_geometry, resize_tiles, tile_grid, to_levels
+from toolbox.render.colormap import apply_colormap
+from toolbox.render.mosaic import mosaic_geometry, outline_tile, resize_tiles, tile_grid, to_levels
 
 
 def normalise_filters(weight: torch.Tensor, mode: Literal["filter", "global"] = "filter") -> torch.Tensor:
@@ -53,6 +54,22 @@ def input_channel_grid(weight: torch.Tensor, selected: int, pane_h: int, pane_w:
     return tile_grid(tiles.permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous(), geometry)
 
 
+def pointwise_weights_grid(weight: torch.Tensor, selected: int, pane_h: int, pane_w: int,
+                           colormap: str = "coolwarm") -> np.ndarray:
+    """One filter of a 1x1 convolution, (N, C, 1, 1) weights -> grid (H, W, 3) uint8 BGR with one tile per
+    input channel, coloured by the weight on a diverging table centred on zero (red: the input channel
+    raises this filter's output, blue: lowers it, grey: ignored), scaled by the filter's largest |weight|.
+    A 1x1 kernel is one number per input channel, so the grey k x k picture of deeper filters would show
+    C flat squares whose grey level means nothing on its own."""
+    w = weight.detach().float()[selected, :, 0, 0]
+    scale = w.abs().max()
+    unit = 0.5 + 0.5 * w / (scale if scale > 0 else 1.0)
+    geometry = mosaic_geometry(w.shape[0], 1, 1, pane_h, pane_w)
+    colours = apply_colormap(to_levels(unit), colormap)  # (C, 3)
+    tiles = colours[:, None, None, :].expand(-1, geometry.tile_h, geometry.tile_w, 3)
+    return tile_grid(tiles.contiguous(), geometry)
+
+
 def layer_conv_weight(module: torch.nn.Module, layer: str) -> torch.Tensor | None:
     """(N, C, k, k) weights of the convolution that makes ``layer``'s channels: the layer itself if it is
     a Conv2d, else the last Conv2d inside it, else the last Conv2d registered before it; None if none."""
@@ -71,8 +88,14 @@ def layer_conv_weight(module: torch.nn.Module, layer: str) -> torch.Tensor | Non
 
 def filters_view(weight: torch.Tensor, selected: int, pane_h: int, pane_w: int,
                  mode: Literal["filter", "global"] = "filter") -> np.ndarray:
-    """What the mosaic shows in filter mode: all RGB filters for a first layer (3 input channels),
-    else the selected filter's input-channel kernels. -> (H, W, 3) uint8 BGR."""
+    """What the mosaic shows in filter mode: all RGB filters for a first layer (3 input channels) with
+    the selected one outlined (the cursor); for 1x1 convolutions the selected filter's input-channel
+    weights in diverging colour; else the selected filter's input-channel kernels. -> (H, W, 3) uint8 BGR."""
+    selected = min(max(selected, 0), weight.shape[0] - 1)
     if weight.shape[1] == 3:
-        return filter_grid(weight, pane_h, pane_w, mode)
-    return input_channel_grid(weight, min(selected, weight.shape[0] - 1), pane_h, pane_w, mode)
+        grid = filter_grid(weight, pane_h, pane_w, mode)
+        n, _, kh, kw = weight.shape
+        return outline_tile(grid, mosaic_geometry(n, kh, kw, pane_h, pane_w), selected)
+    if weight.shape[-2:] == (1, 1):
+        return pointwise_weights_grid(weight, selected, pane_h, pane_w)
+    return input_channel_grid(weight, selected, pane_h, pane_w, mode)

@@ -35,6 +35,12 @@ def neighbour_montage(query: np.ndarray, query_lines: Sequence[str], neighbours:
     """
     tiles = [captioned_tile(query, query_lines, tile, QUERY_COLOUR)]
     tiles += [captioned_tile(img, lines, tile) for img, lines in zip(neighbours, neighbour_lines)]
+    return tile_sheet(tiles, tile, cols, title, gap)
+
+
+def tile_sheet(tiles: Sequence[np.ndarray], tile: int, cols: int | None = None, title: str = "",
+               gap: int = 6) -> np.ndarray:
+    """Captioned tiles (``captioned_tile``) row by row under a title line, (H, W, 3) uint8 BGR."""
     cols = cols or min(len(tiles), max(3, math.ceil(math.sqrt(len(tiles) * 1.8))))
     rows = math.ceil(len(tiles) / cols)
     cell_h = max(t.shape[0] for t in tiles)

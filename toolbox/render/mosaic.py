@@ -16,7 +16,6 @@ from toolbox.render.colormap import colormap_image
 Normalisation = Literal["channel", "layer"]
 BACKGROUND = (40, 40, 40)  # BGR of unused cells; both are grey so one plane can carry them
 SEPARATOR = (90, 90, 90)
-SELECTED = (0, 255, 0)
 
 
 @dataclass(frozen=True)
@@ -146,10 +145,19 @@ def _frame_mask(geometry: MosaicGeometry) -> tuple[np.ndarray, np.ndarray]:
     return plane == 2, plane == 3
 
 
-def outline_tile(image: np.ndarray, geometry: MosaicGeometry, channel: int, colour=SELECTED) -> np.ndarray:
-    """Draw a rectangle on the separator lines around ``channel``'s tile (in place)."""
+CURSOR = ((255, 255, 255), (0, 0, 0))  # BGR of the cursor's outer and inner ring
+
+
+def outline_tile(image: np.ndarray, geometry: MosaicGeometry, channel: int, colours=CURSOR) -> np.ndarray:
+    """Draw the cursor around ``channel``'s tile (in place): a white ring on the separator lines and,
+    for tiles of 8 pixels or more, a black one just inside. Every colour of every colormap is far in
+    lightness from one of the two, so the cursor shows on grey, viridis, inferno, jet or turbo alike
+    (a single colour is lost on some table: green on viridis or turbo)."""
+    outer, inner = (tuple(int(v) for v in c) for c in colours)
     y, x = geometry.tile_origin(channel)
-    cv2.rectangle(image, (x - 1, y - 1), (x + geometry.tile_w, y + geometry.tile_h), colour, 1)
+    cv2.rectangle(image, (x - 1, y - 1), (x + geometry.tile_w, y + geometry.tile_h), outer, 1)
+    if min(geometry.tile_h, geometry.tile_w) >= 8:
+        cv2.rectangle(image, (x, y), (x + geometry.tile_w - 1, y + geometry.tile_h - 1), inner, 1)
     return image
 
 

@@ -42,10 +42,15 @@ def _mark_cuts(ax, cut_times: Sequence[float], **style) -> None:
         ax.axvline(t, **{**CUT_STYLE, **style}, label="shot boundary" if i == 0 else None)
 
 
+def _time_span(times: np.ndarray) -> tuple[float, float]:
+    """The x range of a plot over time: first to last frame, or one second around a single frame."""
+    return (times[0], times[-1]) if times[-1] > times[0] else (times[0] - 0.5, times[0] + 0.5)
+
+
 def _finish_line_plot(ax, times: np.ndarray, cut_times: Sequence[float], ylabel: str, title: str) -> None:
     """Cut lines, the time axis over all frames, labels, grid and the legend outside on the right."""
     _mark_cuts(ax, cut_times)
-    ax.set_xlim(times[0], max(times[-1], times[0] + 1e-6))
+    ax.set_xlim(*_time_span(times))
     ax.set_xlabel("time (s)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
