@@ -164,3 +164,21 @@ def test_a_stepped_video_shows_its_frame_number_and_time_in_the_status_line(lite
     assert app.state.paused
     frame = captured.frame
     assert f"frame {frame.index + 1}/100000, {frame.timestamp:.2f} s" in app._status[0]
+
+
+def test_a_camera_gets_a_few_seconds_for_its_first_frame_and_a_silent_one_is_a_start_up_error(monkeypatch):
+    class Camera(FrameSource):
+        live = True
+        name = "camera 0"
+
+        def __init__(self, blank_reads):
+            self.reads, self.blank_reads = 0, blank_reads
+
+        def read(self):
+            self.reads += 1
+            return Frame(np.zeros((8, 8, 3), np.uint8), 0, 0.0) if self.reads > self.blank_reads else None
+
+    assert live_module.first_frame(Camera(blank_reads=3)).image.shape == (8, 8, 3)
+    monkeypatch.setattr(live_module, "FIRST_FRAME_S", 0.2)
+    with pytest.raises(DeepvisError, match="camera 0 delivered no frame"):
+        live_module.first_frame(Camera(blank_reads=10**9))

@@ -43,6 +43,7 @@ MESSAGE_SECONDS = 4.0
 STATUS_REFRESH_S = 0.5
 FAILURE_SHOWN_S = 4.0  # a dead capture or compute thread: its error stays on screen this long, then the app exits
 EXIT_THREAD_FAILED = 1
+FIRST_FRAME_S = 3.0  # how long a camera or stream may take to deliver its first frame
 
 
 @dataclass
@@ -466,12 +467,17 @@ class LiveApp:
 def first_frame(source: FrameSource) -> Frame:
     """The source's first frame, or a one-line DeepvisError: a source that fails before its first
     frame is a start-up error, reported before the window opens."""
-    try:
-        frame = source.read()
-    except DeepvisError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a decoder's own exception, as one line
-        raise DeepvisError(f"cannot read {source.name}: {failure_text(error)}") from None
+    deadline = time.monotonic() + (FIRST_FRAME_S if source.live else 0.0)
+    while True:  # a camera may deliver nothing for its first reads while it starts
+        try:
+            frame = source.read()
+        except DeepvisError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a decoder's own exception, as one line
+            raise DeepvisError(f"cannot read {source.name}: {failure_text(error)}") from None
+        if frame is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
     if frame is None:
         raise DeepvisError(f"{source.name} delivered no frame: check the source (deepvis live demo shows the "
                            "bundled clip)")

@@ -118,12 +118,12 @@ class VideoOutcome:
 
 
 def summary_line(folder: Path) -> str:
-    """'4.0 s, 40 frames, 2 shots: Egyptian cat, espresso' from a video's summary.json."""
+    """'4.0 s, 40 frames analysed, 2 shots: Egyptian cat, espresso' from a video's summary.json."""
     summary = json.loads((folder / "summary.json").read_text())
     classes = list(dict.fromkeys(s["top1"] for s in summary["shots"]))
     shown = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
     shots = len(summary["shots"])
-    return (f"{summary['duration_s']:.1f} s, {summary['frames_processed']} frames, {shots} shot"
+    return (f"{summary['duration_s']:.1f} s, {summary['frames_processed']} frames analysed, {shots} shot"
             f"{'' if shots == 1 else 's'}: {shown}")
 
 

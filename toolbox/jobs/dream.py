@@ -2,7 +2,13 @@
 
 Images go through ``dream()`` with the preset's octaves; video frames go through ``LiveDreamer``
 (the same schedule per frame, seeded by the previous dream warped along the optical flow) so the
-dream moves with the scene instead of flickering. Every output is written atomically.
+dream moves with the scene instead of flickering.
+
+Size: the dream is computed with the long side at most ``--max-side`` (default 1024) and resized
+back, and the output says so; the octave count is bounded for that size (bounded_octaves). Files:
+one image or video is written atomically (a video only after its frames are counted back), a
+folder's dreams as one output set (toolbox.output_set); unreadable images of a folder are skipped
+with a warning and listed.
 """
 from __future__ import annotations
 
@@ -137,9 +143,10 @@ def bounded_octaves(settings: DreamSettings, height: int, width: int, field: tup
                     explicit: bool) -> DreamSettings:
     """The settings with an octave count that fits an image of this (working) size.
 
-    Below the receptive field of the dream layer (``field``: dream_field) a unit sees the
-    whole level: the first such level still adds the whole-image view, every further one only
-    blurs, so at most one level may be smaller than the field (long side). The largest level may
+    Below the receptive field of the dream layer (``field``: dream_field) every unit sees the
+    whole level, mostly padding: the first such level still gives the whole-image view, further
+    ones shrink the image to a few units, so at most one level may be smaller than the field
+    (long sides compared). The largest level may
     be at most MAX_LEVEL_RATIO times the image (the resize family grows past the image). An
     ``explicit`` --octaves that breaks either bound is refused, naming the largest count that
     fits; the preset's own count is lowered to it.
