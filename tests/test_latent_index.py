@@ -169,7 +169,18 @@ def test_rolling_memory_skips_near_duplicates_wraps_and_searches_like_brute_forc
     assert not memory.offer(vectors[45] * 1.01, Remembered(99, 0.0, thumb))  # a looping video: kept already
     kept = vectors[30:]  # the oldest 30 were overwritten
     np.testing.assert_array_equal(memory.vectors(), kept)
+    query = vectors[40] + 1.0
+    assert memory.offer(query, Remembered(100, 4.0, thumb))  # kept: the search reuses its distances
+    kept = np.concatenate([vectors[31:], query[None]])
+    found = memory.search(query, 5)
+    fresh = memory.search(query.copy(), 5)  # the same answer computed afresh
+    assert [i.frame for _, i in fresh] == [i.frame for _, i in found]
+    np.testing.assert_allclose([d for d, _ in fresh], [d for d, _ in found], atol=1e-3)
+    query_frames = [i.frame for i in memory.items()]
+    want_dist, want_ids = oracle(kept, query[None], 5)
+    assert [item.frame for _, item in found] == [query_frames[int(i)] for i in want_ids[0]]
+    np.testing.assert_allclose([d for d, _ in found], want_dist[0], rtol=1e-4, atol=1e-3)
     found = memory.search(vectors[40], 5)
     want_dist, want_ids = oracle(kept, vectors[40:41], 5)
-    assert [item.frame for _, item in found] == [30 + int(i) for i in want_ids[0]]
+    assert [item.frame for _, item in found] == [query_frames[int(i)] for i in want_ids[0]]
     np.testing.assert_allclose([d for d, _ in found], want_dist[0], rtol=1e-4, atol=1e-4)
