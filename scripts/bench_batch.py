@@ -3,7 +3,8 @@
 
 Each configuration runs the real command in a fresh process (Ray's start-up included, as a user
 sees it), into a fresh output folder; configurations are interleaved over the repeats so that
-machine load affects them alike. Prints JSON (and writes it with --out).
+machine load affects them alike. Ray's own start and stop, in a bare process, is timed too: on a
+short batch it is most of the difference. Prints JSON (and writes it with --out).
 
     python scripts/bench_batch.py [--videos 4] [--seconds 2] [--repeats 2] [--out FILE.json]
 """
@@ -52,6 +53,14 @@ def run_once(archive: Path, out: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def ray_startup_s() -> float:
+    """Wall seconds of a fresh process that starts a local Ray and stops it (the fixed cost of --ray)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import ray; ray.init(num_cpus=2, include_dashboard=False); ray.shutdown()"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=4)
@@ -64,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         archive.mkdir()
         make_archive(archive, args.videos, args.seconds)
         walls: dict[str, list[float]] = {name: [] for name in CONFIGS}
+        startup = []
         for repeat in range(args.repeats):
             for name, extra in CONFIGS.items():
                 walls[name].append(run_once(archive, Path(tmp) / f"{name}-{repeat}", extra))
+            startup.append(ray_startup_s())
     per_minute = {name: [round(60 * args.videos / w, 2) for w in ws] for name, ws in walls.items()}
     base = min(walls["sequential"])
     report = {
@@ -75,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": {name: [round(w, 2) for w in ws] for name, ws in walls.items()},
         "videos_per_minute": per_minute,
         "best_ratio_vs_sequential": {name: round(base / min(ws), 3) for name, ws in walls.items()},
+        "ray_start_and_stop_s": [round(t, 2) for t in startup],
         "note": "each run is a fresh process (model load; Ray start-up for --ray); ranges over repeats",
     }
     text = json.dumps(report, indent=2)

@@ -1,11 +1,13 @@
-"""Saliency speed: ours against captum (and pytorch-grad-cam's Grad-CAM), same process, same input.
+"""Saliency speed: every method against its reference (captum, pytorch-grad-cam, zennit), same process.
 
-Prints JSON: per model and method, median milliseconds per frame for ours and the reference, and
+Prints JSON: per model and method, median milliseconds per map for ours and the reference, and
 their ratio (reference / ours: above 1 means we are faster). Runs are interleaved so background
 load hits both sides alike. Also the live loop's cost: one saliency_pass (forward with every
-visualisable layer captured + backward) per frame for gradient, guided and Grad-CAM, as fps.
+visualisable layer captured + backward) per frame for every single-pass method, as fps and as a
+ratio to Grad-CAM's pass. CAMs at the deepest visualisable layer.
 
     python scripts/bench_saliency.py [--models lite0 resnet18] [--repeats 7] [--device cpu] [--methods gradient gradcam]
+    (Score-CAM and Ablation-CAM run once each per side: minutes on a CPU)
 """
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ import warnings
 
 import torch
 
-from toolbox.analysis.saliency import saliency_map, saliency_pass
+from toolbox.analysis.saliency import METHODS, saliency_map, saliency_pass
 from toolbox.models import load_model
 
 SIZE = 224
 TARGET = 285
-EXPENSIVE = {"smoothgrad": {"samples": 16, "batch_size": 16}, "integrated_gradients": {"steps": 32, "batch_size": 32},
-             "occlusion": {"window": 32, "stride": 16, "batch_size": 64}}
+EXPENSIVE = {"smoothgrad": {"samples": 16, "batch_size": 16}, "squaregrad": {"samples": 16, "batch_size": 16},
+             "vargrad": {"samples": 16, "batch_size": 16}, "integrated_gradients": {"steps": 32, "batch_size": 32},
+             "occlusion": {"window": 32, "stride": 16, "batch_size": 64}, "scorecam": {"batch_size": 64},
+             "ablationcam": {"batch_size": 64}}
 
 
 def sync(device):
@@ -48,36 +52,66 @@ def interleaved_ms(fns: dict, repeats: int, device) -> dict[str, float]:
     return {name: round(statistics.median(t), 1) for name, t in times.items()}
 
 
-def references(model, module, x, gradcam_layer):
-    """method -> {reference name: callable}, captum counterparts configured as our defaults."""
+def _thawed(module):
+    """pytorch-grad-cam needs trainable parameters (it raises on frozen ones)."""
+    return copy.deepcopy(module).requires_grad_(True)
+
+
+def references(model, module, x, layer):
+    """method -> {reference name: callable}: captum, pytorch-grad-cam or zennit configured as our
+    defaults, each library object built once (its best case)."""
     from captum import attr
 
-    layer = module.get_submodule(gradcam_layer)
+    refs: dict[str, dict] = {}
     noise = {"nt_samples": 16, "nt_samples_batch_size": 16, "stdevs": 0.15 * float(x.max() - x.min())}
-    refs = {
-        "gradient": {"captum.Saliency": lambda: attr.Saliency(module).attribute(x, target=TARGET, abs=False)},
-        "input_x_gradient": {"captum.InputXGradient": lambda: attr.InputXGradient(module).attribute(x, target=TARGET)},
-        "guided": {"captum.GuidedBackprop": lambda: attr.GuidedBackprop(module).attribute(x, target=TARGET)},
-        "deconvnet": {"captum.Deconvolution": lambda: attr.Deconvolution(module).attribute(x, target=TARGET)},
-        "gradcam": {"captum.LayerGradCam": lambda: attr.LayerGradCam(module, layer).attribute(
-            x, target=TARGET, relu_attributions=True)},
-        "guided_gradcam": {"captum.GuidedGradCam": lambda: attr.GuidedGradCam(module, layer).attribute(x, target=TARGET)},
-        "smoothgrad": {"captum.NoiseTunnel(Saliency)": lambda: attr.NoiseTunnel(attr.Saliency(module)).attribute(
-            x, nt_type="smoothgrad", target=TARGET, abs=False, **noise)},
-        "integrated_gradients": {"captum.IntegratedGradients": lambda: attr.IntegratedGradients(module).attribute(
-            x, target=TARGET, n_steps=32, internal_batch_size=32)},
-        "occlusion": {"captum.Occlusion": lambda: attr.Occlusion(module).attribute(
-            x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), target=TARGET, perturbations_per_eval=64)},
-    }
+    layer_module = module.get_submodule(layer)
+    refs["gradient"] = {"captum.Saliency": lambda: attr.Saliency(module).attribute(x, target=TARGET, abs=False)}
+    refs["input_x_gradient"] = {"captum.InputXGradient": lambda: attr.InputXGradient(module).attribute(x, target=TARGET)}
+    refs["guided"] = {"captum.GuidedBackprop": lambda: attr.GuidedBackprop(module).attribute(x, target=TARGET)}
+    refs["deconvnet"] = {"captum.Deconvolution": lambda: attr.Deconvolution(module).attribute(x, target=TARGET)}
+    refs["gradcam"] = {"captum.LayerGradCam": lambda: attr.LayerGradCam(module, layer_module).attribute(
+        x, target=TARGET, relu_attributions=True)}
+    refs["guided_gradcam"] = {"captum.GuidedGradCam": lambda: attr.GuidedGradCam(module, layer_module).attribute(
+        x, target=TARGET)}
+    for ours, nt_type in (("smoothgrad", "smoothgrad"), ("squaregrad", "smoothgrad_sq"), ("vargrad", "vargrad")):
+        refs[ours] = {"captum.NoiseTunnel(Saliency)": lambda nt_type=nt_type: attr.NoiseTunnel(
+            attr.Saliency(module)).attribute(x, nt_type=nt_type, target=TARGET, abs=False, **noise)}
+    refs["integrated_gradients"] = {"captum.IntegratedGradients": lambda: attr.IntegratedGradients(module).attribute(
+        x, target=TARGET, n_steps=32, internal_batch_size=32)}
+    refs["occlusion"] = {"captum.Occlusion": lambda: attr.Occlusion(module).attribute(
+        x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), target=TARGET, perturbations_per_eval=64)}
     try:
-        from pytorch_grad_cam import GradCAM
+        import pytorch_grad_cam as gc
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        # pytorch-grad-cam needs trainable parameters (it raises on frozen ones): give it a thawed copy,
-        # and one long-lived GradCAM object (its best case).
-        thawed = copy.deepcopy(module).requires_grad_(True)
-        cam = GradCAM(model=thawed, target_layers=[thawed.get_submodule(gradcam_layer)])
-        refs["gradcam"]["pytorch_grad_cam.GradCAM"] = lambda: cam(input_tensor=x, targets=[ClassifierOutputTarget(TARGET)])
+        thawed = _thawed(module)
+        targets = [ClassifierOutputTarget(TARGET)]
+        classes = {"gradcam": gc.GradCAM, "gradcam_plus_plus": gc.GradCAMPlusPlus, "xgradcam": gc.XGradCAM,
+                   "layercam": gc.LayerCAM, "hirescam": gc.HiResCAM, "gradcam_elementwise": gc.GradCAMElementWise,
+                   "eigengradcam": gc.EigenGradCAM, "eigencam": gc.EigenCAM, "scorecam": gc.ScoreCAM,
+                   "ablationcam": gc.AblationCAM}
+        for method, cls in classes.items():
+            cam = cls(model=thawed, target_layers=[thawed.get_submodule(layer)])
+            if method in ("scorecam", "ablationcam"):
+                cam.batch_size = 64
+            refs.setdefault(method, {})[f"pytorch_grad_cam.{cls.__name__}"] = (
+                lambda cam=cam: cam(input_tensor=x, targets=targets))
+        fullgrad = gc.FullGrad(model=thawed, target_layers=[])
+        refs["fullgrad"] = {"pytorch_grad_cam.FullGrad": lambda: fullgrad(input_tensor=x, targets=targets)}
+    except ImportError:
+        pass
+    try:
+        from zennit.attribution import Gradient
+
+        from toolbox.analysis.saliency.lrp import LRP_COMPOSITES, batch_norm_canonizer, make_composite
+
+        one_hot = lambda out: torch.eye(out.shape[1], device=out.device)[[TARGET]] * out  # noqa: E731
+        for method in LRP_COMPOSITES:
+            def zennit_lrp(method=method):
+                canonizer = batch_norm_canonizer(module, x)
+                with Gradient(module, make_composite(method, canonizers=[canonizer] if canonizer else [])) as attributor:
+                    return attributor(x, one_hot)[1]
+            refs[method] = {"zennit.Gradient": zennit_lrp}
     except ImportError:
         pass
     return refs
@@ -87,14 +121,17 @@ def bench_model(name: str, repeats: int, device, methods: list[str] | None = Non
     model = load_model(name, weights=None if name == "lite0" else "none", device=device)
     module = model.module
     x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(device)
-    gradcam_layer = model.layers[-1]
+    layer = model.layers[-1]
     rows = {}
-    for method, refs in references(model, module, x, gradcam_layer).items():
+    for method, refs in references(model, module, x, layer).items():
         if methods is not None and method not in methods:
             continue
         options = EXPENSIVE.get(method, {})
         n = max(2, repeats // 3) if method in EXPENSIVE else repeats
-        ours = lambda: saliency_map(model, x, method, TARGET, layer=gradcam_layer if "gradcam" in method else None, **options)
+        if method in ("scorecam", "ablationcam"):
+            n = 1  # seconds to minutes each on a CPU
+        ours = lambda method=method, options=options: saliency_map(
+            model, x, method, TARGET, layer=layer if METHODS[method].needs_layer else None, **options)
         ms = interleaved_ms({"ours": ours, **refs}, n, device)
         rows[method] = {"ours_ms": ms.pop("ours"), **{f"{k}_ms": v for k, v in ms.items()}}
         for ref, ref_ms in ms.items():
@@ -102,12 +139,15 @@ def bench_model(name: str, repeats: int, device, methods: list[str] | None = Non
     with torch.inference_mode():
         forward = lambda: module(x)
         forward_ms = interleaved_ms({"forward": forward}, repeats, device)["forward"]
-    live = {}
-    for method in ("gradient", "guided", "gradcam"):
-        step = lambda: saliency_pass(model, x, method, None, layer=gradcam_layer, capture=model.layers)
-        ms = interleaved_ms({"pass": step}, repeats, device)["pass"]
-        live[method] = {"ms_per_frame": ms, "fps": round(1000 / ms, 1)}
-    return {"forward_inference_ms": forward_ms, "methods": rows, "live_saliency_pass": live,
+    # The live loop: one saliency_pass per frame (forward with every visualisable layer captured,
+    # backward, map). All single-pass methods interleaved so that load hits them alike; each
+    # CAM's cost as a ratio to Grad-CAM's.
+    single = [m for m in METHODS if not METHODS[m].expensive and (methods is None or m in methods or m == "gradcam")]
+    steps = {m: (lambda m=m: saliency_pass(model, x, m, None, layer=layer, capture=model.layers)) for m in single}
+    ms = interleaved_ms(steps, repeats, device)
+    live = {m: {"ms_per_frame": v, "fps": round(1000 / v, 1), "vs_gradcam": round(v / ms["gradcam"], 2)}
+            for m, v in ms.items()}
+    return {"forward_inference_ms": forward_ms, "layer": layer, "methods": rows, "live_saliency_pass": live,
             "notes": ("captum GuidedBackprop/Deconvolution/GuidedGradCam only hook nn.ReLU: on lite0 (ReLU6) they "
                       "compute the plain gradient, so their timing is of a different (unguided) map")
             if name == "lite0" else ""}

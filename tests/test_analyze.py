@@ -68,6 +68,15 @@ def test_inspect_writes_predictions_filters_and_one_sheet_per_layer(tmp_path, ca
     assert len(sheets) == len(lite0.layers)
     filters = cv2.imread(str(tmp_path / "out" / "filters.png"))
     assert filters is not None and filters.shape[0] > 100
+    saliency = sorted((tmp_path / "out" / "saliency").glob("*.png"))
+    for picture in [filters, cv2.imread(str(sheets[0])), cv2.imread(str(saliency[0]))]:
+        assert has_title_strip(picture)
+
+
+def has_title_strip(image) -> bool:
+    """A dark strip along the top with light text in it: the picture says what it shows."""
+    strip = image[:16]
+    return bool((strip < 60).mean() > 0.7 and (strip > 150).any())
 
 
 def corrupt_video(tmp_path):

@@ -116,7 +116,16 @@ def test_index_links_every_report_with_a_summary_line(on_ray):
     index = (out / "index.html").read_text()
     for name in ("a", "b", "day2__a"):
         assert f'href="{name}/report.html"' in index
-    assert "Egyptian cat" in index and "espresso" in index and "1.0 s, 10 frames, 2 shots" in index
+    assert "Egyptian cat" in index and "espresso" in index and "1.0 s, 10 frames analysed, 2 shots" in index
+
+
+def test_one_video_on_ray_equals_its_sequential_run(on_ray, sequential, archive, tmp_path):
+    out = tmp_path / "one"
+    assert main(["analyze", str(archive / "b.mp4"), "--out", str(out), "--ray", "--threads", "1",
+                 "--segment-seconds", str(SECONDS), "--quiet"]) == 0
+    assert comparable_summary(out) == comparable_summary(sequential / "b")
+    assert (out / "frames.jsonl").read_text() == (sequential / "b" / "frames.jsonl").read_text()
+    assert json.loads((out / "summary.json").read_text())["timing"]["segments"] == 2
 
 
 def test_a_rerun_skips_the_videos_already_done(on_ray, archive):

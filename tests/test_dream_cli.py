@@ -63,3 +63,28 @@ def test_dream_user_errors_are_one_line(tmp_path, cat_file, capsys, args, messag
     assert main(["dream", *args, "--out", str(tmp_path / "x.png"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_octaves_stop_one_level_below_the_receptive_field():
+    from toolbox.analysis.dream import preset
+    from toolbox.jobs.dream import bounded_octaves
+    from toolbox.errors import DeepvisError
+
+    classic = preset("classic")  # 4 octaves, scale 1.4: long sides 175, 245, 343, 480 for a 480x360 image
+    field = ("_blocks.8", 211)  # lite0's receptive field there
+    assert bounded_octaves(classic, 360, 480, field, explicit=False).octaves == 4  # one level (175) below 211
+    with pytest.raises(DeepvisError, match="--octaves 5 does not fit a 480x360 image: .* use --octaves 4 or fewer"):
+        bounded_octaves(classic.replace(octaves=5), 360, 480, field, explicit=True)  # 125 and 175 below
+    assert bounded_octaves(classic, 360, 480, ("_blocks.15", 851), explicit=False).octaves == 1  # all below
+    assert bounded_octaves(classic.replace(octaves=1000), 360, 480, None, explicit=False).octaves == 1000  # logits
+
+
+def test_the_resize_family_may_not_grow_past_four_times_the_image():
+    from toolbox.analysis.dream import preset
+    from toolbox.jobs.dream import bounded_octaves
+    from toolbox.errors import DeepvisError
+
+    tutorial = preset("tf-tutorial")  # levels 1.3**n, n = -2 .. octaves - 3: the default's largest is 1.69x
+    assert bounded_octaves(tutorial, 300, 400, ("_blocks.6", 115), explicit=False).octaves == 5
+    with pytest.raises(DeepvisError, match="largest octave would exceed 4x the image; use --octaves 8 or fewer"):
+        bounded_octaves(tutorial.replace(octaves=9), 300, 400, ("_blocks.6", 115), explicit=True)  # 1.3**6 = 4.8

@@ -336,3 +336,13 @@ def test_the_run_after_a_killed_one_removes_what_it_left(images, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]  # the killed run's staging folder
     assert main(["analyze", str(images / "a.png"), "--out", str(out), "--quiet"]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_without_an_atomic_exchange_the_earlier_set_is_still_replaced_whole(tmp_path, monkeypatch):
+    import toolbox.output_set
+
+    monkeypatch.setattr(toolbox.output_set, "_exchange", lambda a, b: False)  # e.g. not Linux, or no renameat2
+    for run in ("first", "second"):
+        with OutputSet(tmp_path / "out", "test") as files:
+            files.write_text(f"{run}.txt", run)
+    assert _visible(tmp_path / "out") == ["second.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html.parser
 import json
+import os
 import shutil
 
 import cv2
@@ -59,8 +60,35 @@ def video(tmp_path_factory, cat_bgr, coffee_bgr):
     return path
 
 
+def unit_picture(channel: int, size: int = 96) -> np.ndarray:
+    """A stand-in synthetic image that says its channel: a colour ramp keyed by the channel number."""
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    image = np.stack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)),
+                      np.full((size, size), (channel * 37) % 256, np.float32)], axis=-1)
+    return image.astype(np.uint8)
+
+
 @pytest.fixture(scope="module")
-def analysed(video, tmp_path_factory):
+def unit_cache(tmp_path_factory, lite0):
+    """A unit cache holding a picture for every channel of the default layer (the live window's
+    settings), so analyze can show them; the session's cache is restored afterwards."""
+    from toolbox.analysis.unit_cache import UnitCache
+    from toolbox.analysis.unitvis import preset
+
+    units = load_config().units
+    settings = preset(units.preset, size=units.size, steps=units.steps)
+    root = tmp_path_factory.mktemp("unit-cache")
+    cache = UnitCache(root / "units")
+    for channel in range(112):
+        cache.put(lite0, "_blocks.8", channel, settings, unit_picture(channel, units.size))
+    before = os.environ["DEEPVIS_CACHE"]
+    os.environ["DEEPVIS_CACHE"] = str(root)
+    yield cache
+    os.environ["DEEPVIS_CACHE"] = before
+
+
+@pytest.fixture(scope="module")
+def analysed(video, tmp_path_factory, unit_cache):
     out = tmp_path_factory.mktemp("analysed") / "out"
     assert main(["analyze", str(video), "--out", str(out), "--quiet"]) == 0
     return out
@@ -129,9 +157,14 @@ def test_csv_has_one_row_per_frame_with_the_shot_and_top_classes(analysed):
     assert rows[0][2] == "1" and rows[-1][2] == "2" and rows[-1][3] == "espresso"
 
 
-def test_units_section_lists_16_channels_with_titled_top9_montages(analysed):
+def test_units_section_lists_16_channels_with_titled_top9_montages_and_cached_pictures(analysed):
     text = (analysed / "report.html").read_text()
     assert text.count('class="unit"') == 16
+    pictures = sorted((analysed / "report" / "units").glob("*.png"))
+    assert len(pictures) == 16
+    for path in pictures:
+        assert np.array_equal(cv2.imread(str(path)), unit_picture(int(path.stem)))
+        assert f'src="report/units/{path.name}"' in text
     montage = cv2.imread(str(next((analysed / "top_patches").glob("*_0000.png"))))
     title, body = montage[:20], montage[24:]
     assert (title < 60).mean() > 0.8 and (title > 150).any()  # a dark strip with light text
@@ -150,6 +183,16 @@ def test_report_command_rebuilds_the_same_page_from_the_files(analysed, tmp_path
     assert (copy / "report.html").read_text() == page
     for name, image in before.items():
         assert np.array_equal(cv2.imread(str(copy / "report" / name)), image), name
+
+
+def test_random_weights_are_flagged_in_the_header(analysed, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(analysed, copy)
+    assert "RANDOM WEIGHTS" not in (copy / "report.html").read_text()
+    data = summary(copy)
+    (copy / "summary.json").write_text(json.dumps({**data, "weights": "random", "random_weights": True}))
+    assert main(["report", str(copy)]) == 0
+    assert "RANDOM WEIGHTS: the predictions mean nothing" in (copy / "report.html").read_text()
 
 
 def test_report_command_on_a_folder_without_an_analysis_is_one_line_exit_2(tmp_path, capsys):
@@ -175,11 +218,22 @@ def read_frame(path, index: int) -> np.ndarray:
     return frame
 
 
-def test_annotated_video_side_column_shows_the_units_top_patches(analysed):
-    side, _ = side_and_zoom(read_frame(analysed / "annotated.mp4", 2 * CUT - 1))
+def test_annotated_video_side_column_shows_the_units_picture_and_top_patches(analysed):
+    from toolbox.render.panes import fit_image
+    from toolbox.render.unit_column import CAPTION_H
+
+    frame = 2 * CUT - 1
+    side, _ = side_and_zoom(read_frame(analysed / "annotated.mp4", frame))
     patches = side[-200:, 40:-40]  # the 3x3 montage at the bottom of the column
     assert patches.std() > 20
     assert np.abs(patches.astype(int) - np.array(EMPTY)).mean() > 20  # photos, not empty cells
+    channel = json.loads((analysed / "frames.jsonl").read_text().splitlines()[frame])["top_channels"][0]["channel"]
+    square = min(side.shape[1], (side.shape[0] - 2 * CAPTION_H) // 2)
+    x = (side.shape[1] - square) // 2
+    shown = side[CAPTION_H:CAPTION_H + square, x:x + square].astype(int)
+    expected = fit_image(unit_picture(channel), square, square, interpolation=cv2.INTER_LINEAR)
+    other = fit_image(unit_picture(channel + 1), square, square, interpolation=cv2.INTER_LINEAR)
+    assert np.abs(shown - expected).mean() < 8 < np.abs(shown - other).mean()
 
 
 def test_annotated_video_names_the_saliency_method_and_fills_the_zoom_pane(video, tmp_path, lite0):

@@ -40,6 +40,19 @@ def test_class_timeline_draws_one_line_per_class_and_the_cuts():
     assert image.dtype == np.uint8 and image.shape[2] == 3 and informative(image)
 
 
+def test_class_timeline_names_the_first_classes_and_greys_the_rest():
+    p = np.random.default_rng(0).random((40, 12)) / 12
+    labels = [f"class {i}" for i in range(12)]
+    figure = class_timeline_figure(TIMES, p, labels, named=9)
+    ax = figure.axes[0]
+    assert len(ax.lines) == 12
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == labels[:9] + ["3 other classes"]
+    colours = {line.get_color() for line in ax.lines[:9]}
+    assert len(colours) == 9 and all(line.get_color() == "0.7" for line in ax.lines[9:])
+    assert informative(figure_image(figure))
+
+
 def test_class_timeline_refuses_mismatched_or_empty_input():
     with pytest.raises(ValueError):
         class_timeline_figure(TIMES, np.zeros((40, 2)), ["one"])

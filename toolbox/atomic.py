@@ -86,6 +86,22 @@ def check_writable_folder(folder: str | os.PathLike, option: str = "--out") -> P
     return folder
 
 
+def make_folders(folder: str | os.PathLike) -> list[Path]:
+    """Create ``folder`` and any missing folders above it; -> the folders created, deepest first
+    (for remove_empty_folders when the job fails)."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove these folders (deepest first) where they are empty: what a failed job made and left unused."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _umask() -> int:
     """The process umask, read without changing it (Linux), else by setting and restoring it."""
     with contextlib.suppress(OSError, ValueError):
@@ -166,14 +182,17 @@ def temporary_path(final: str | os.PathLike) -> Iterator[Path]:
         if final.is_dir():
             raise DeepvisError(f"cannot write {final}: it is a folder; give a file name or another --out")
         check_parent_folders(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        created = make_folders(final.parent)
         remove_stale_parts(final)
         tmp = part_name(final)
-        os.close(create_exclusive(tmp))
         try:
+            os.close(create_exclusive(tmp))
             yield tmp
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            remove_empty_folders(created)
+            raise
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

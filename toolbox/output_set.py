@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolbox.atomic import check_parent_folders, encode_image, remove_stale_parts, user_write_errors
+from toolbox.atomic import (check_parent_folders, encode_image, make_folders, remove_empty_folders, remove_stale_parts,
+                            user_write_errors)
 from toolbox.errors import DeepvisError
 
 MANIFEST = ".deepvis-outputs.json"
@@ -96,19 +97,14 @@ class OutputSet:
         self.folder = check_output_folder(folder, job)
         self.job = job
         self.committed = False
-        self._created_parents: list[Path] = []
         with user_write_errors(self.folder):
-            parent = self.folder.parent
-            while not parent.exists():
-                self._created_parents.append(parent)
-                parent = parent.parent
-            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            self._created_parents = make_folders(self.folder.parent)
             remove_stale_parts(self.folder)
             self.staging = self.folder.with_name(f".{self.folder.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
             try:
                 self.staging.mkdir()
             except BaseException:
-                self._remove_created_parents()
+                remove_empty_folders(self._created_parents)
                 raise
 
     # -- writing ---------------------------------------------------------------------------------
@@ -158,27 +154,36 @@ class OutputSet:
             manifest = {"job": self.job, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": self.files()}
             (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             check_output_folder(self.folder, self.job)  # it may have changed while the job ran
-            if not self.folder.exists():
-                os.rename(self.staging, self.folder)
-            elif _exchange(self.staging, self.folder):
-                shutil.rmtree(self.staging, ignore_errors=True)  # now the earlier outputs
-            else:
-                old = self.staging.with_name(f".{self.folder.name}.{os.getpid()}-{secrets.token_hex(4)}.old.part")
-                os.rename(self.folder, old)
-                os.rename(self.staging, self.folder)
-                shutil.rmtree(old, ignore_errors=True)
+            if not self._rename_if_absent():
+                self._replace_earlier_set()
         self.committed = True
         return self.folder
+
+    def _replace_earlier_set(self) -> None:
+        """Swap the staging folder with ``folder`` in one step where possible, else in two renames."""
+        if _exchange(self.staging, self.folder):
+            shutil.rmtree(self.staging, ignore_errors=True)  # now the earlier outputs
+            return
+        old = self.staging.with_name(f".{self.folder.name}.{os.getpid()}-{secrets.token_hex(4)}.old.part")
+        os.rename(self.folder, old)
+        os.rename(self.staging, self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _rename_if_absent(self) -> bool:
+        """Rename the staging folder to ``folder`` if nothing is there (or an empty folder); -> whether it did.
+        A set committed by another run in the meantime is left for the exchange."""
+        try:
+            os.rename(self.staging, self.folder)
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+        return True
 
     def discard(self) -> None:
         """Remove everything staged (and the parent folders this set created); the output folder is untouched."""
         shutil.rmtree(self.staging, ignore_errors=True)
-        self._remove_created_parents()
-
-    def _remove_created_parents(self) -> None:
-        for parent in self._created_parents:  # deepest first
-            with contextlib.suppress(OSError):
-                parent.rmdir()
+        remove_empty_folders(self._created_parents)
 
     def __enter__(self) -> "OutputSet":
         return self

@@ -35,6 +35,7 @@ from toolbox.analysis.activations import layer_means, most_active_channels, top_
 from toolbox.analysis.backend_choice import make_frame_analyser, provider_choice
 from toolbox.analysis.frame_stats import dominant_class, most_active_channels as most_active_over_time
 from toolbox.analysis.frame_stats import most_confident_frame
+from toolbox.analysis.saliency.metrics import METRICS, faithfulness
 from toolbox.analysis.shots import (adaptive_threshold, consecutive_cosine_distances, pooled_features, shot_starts,
                                     shots_from_starts)
 from toolbox.analysis.top_patches import Patch, TopPatches
@@ -45,7 +46,6 @@ from toolbox.config import Config
 from toolbox.errors import DeepvisError
 from toolbox.jobs.common import (check_folder_name, check_max_frames, chosen_layer, describe_layer, layers_to_capture,
                                  model_from_config, require_4d, skipped_summary, warn_skipped)
-from toolbox.analysis.saliency.metrics import METRICS, faithfulness
 from toolbox.jobs.saliency_maps import check_saliency_choice, saliency_overlay, top1_saliency
 from toolbox.jobs.units import write_top_patches
 from toolbox.models.receptive_field import receptive_field
@@ -93,6 +93,7 @@ class VideoPlan:
     segments: tuple[tuple[int, int | None], ...]
     saliency: str | None  # the video's zoom pane method (None: the channel zoom)
     moment_saliency: str  # the key moments' overlay method
+    seekable: bool  # frames can be read again (files, images); not cameras and streams
     metrics: tuple[str, ...] = ()  # faithfulness metrics of the saliency map (toolbox.analysis.saliency.metrics)
     metrics_every: int = 10  # ... on the frames whose processed number (index // every) is a multiple of this
 
@@ -155,7 +156,7 @@ def plan_video(source_spec: str, config: Config, saliency: str | None = None,
         step = max(1, math.ceil(segment_seconds * fps / every)) * every
         segments = [(s, min(s + step, wanted)) for s in range(0, wanted, step)] or [(0, None)]
     return VideoPlan(str(source_spec), name, fps, count, every, limit, tuple(segments), saliency,
-                     saliency or KEY_MOMENT_SALIENCY, tuple(metrics), metrics_every)
+                     saliency or KEY_MOMENT_SALIENCY, seekable, tuple(metrics), metrics_every)
 
 
 def _unit_settings(config: Config):
@@ -413,11 +414,11 @@ def _write_key_moments(plan: VideoPlan, model, shot_rows: list[dict], records: l
     """Per shot, its key frame read again (by seeking), the model view and the saliency overlay of
     its top-1 class as report/moment_NN.png and report/moment_NN_saliency.png; -> the moments' data.
     A source that cannot seek (camera, stream) has no key moments."""
+    if not plan.seekable:
+        return []
     by_index = {r["index"]: r for r in records}
     moments = []
     with open_source(plan.source) as source:
-        if not source.seekable:
-            return []
         for n, shot in enumerate(shot_rows):
             index = shot["key_frame"]
             source.seek(index)

@@ -21,6 +21,7 @@ from toolbox.analysis.frame_stats import rows_normalised  # noqa: E402
 
 WIDTH_IN = 11.0
 DPI = 100
+NAMED_CLASSES = 9  # classes of the timeline with a colour and a legend entry
 CUT_STYLE = dict(color="black", linestyle="--", linewidth=1.0, alpha=0.7)
 
 
@@ -42,10 +43,15 @@ def _mark_cuts(ax, cut_times: Sequence[float], **style) -> None:
         ax.axvline(t, **{**CUT_STYLE, **style}, label="shot boundary" if i == 0 else None)
 
 
+def _time_span(times: np.ndarray) -> tuple[float, float]:
+    """The x range of a plot over time: first to last frame, or one second around a single frame."""
+    return (times[0], times[-1]) if times[-1] > times[0] else (times[0] - 0.5, times[0] + 0.5)
+
+
 def _finish_line_plot(ax, times: np.ndarray, cut_times: Sequence[float], ylabel: str, title: str) -> None:
     """Cut lines, the time axis over all frames, labels, grid and the legend outside on the right."""
     _mark_cuts(ax, cut_times)
-    ax.set_xlim(times[0], max(times[-1], times[0] + 1e-6))
+    ax.set_xlim(*_time_span(times))
     ax.set_xlabel("time (s)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -54,18 +60,26 @@ def _finish_line_plot(ax, times: np.ndarray, cut_times: Sequence[float], ylabel:
 
 
 def class_timeline_figure(times: np.ndarray, probabilities: np.ndarray, labels: Sequence[str],
-                          cut_times: Sequence[float] = ()) -> Figure:
+                          cut_times: Sequence[float] = (), named: int = NAMED_CLASSES) -> Figure:
     """One line per class over time. times (T,) seconds; probabilities (T, n) in [0, 1], column i
-    is class ``labels[i]``; cut_times: shot boundaries (dashed vertical lines)."""
+    is class ``labels[i]``, most important first; cut_times: shot boundaries (dashed vertical lines).
+    The first ``named`` classes get a colour and a legend entry, the rest thin grey lines under
+    one legend entry (a long video has dozens of classes that reach the top 3 somewhere)."""
     times = _require_frames(times)
     probabilities = np.asarray(probabilities, np.float64).reshape(len(times), -1)
     if probabilities.shape[1] != len(labels):
         raise ValueError(f"{probabilities.shape[1]} probability columns for {len(labels)} labels")
     figure, ax = _figure(3.6)
-    colours = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    for i, label in enumerate(labels):
-        ax.plot(times, probabilities[:, i], label=label, color=colours(i % colours.N), linewidth=1.6,
-                marker="." if len(times) < 60 else None)
+    tab10 = matplotlib.colormaps["tab10"].colors
+    colours = tab10[:7] + tab10[8:]  # tab10 without its grey, which the other classes use
+    marker = "." if len(times) < 60 else None
+    for i, label in enumerate(labels[:named]):
+        ax.plot(times, probabilities[:, i], label=label, color=colours[i % len(colours)], linewidth=1.6,
+                marker=marker, zorder=2)
+    others = len(labels) - named
+    for i in range(named, len(labels)):
+        ax.plot(times, probabilities[:, i], color="0.7", linewidth=0.8, marker=marker, zorder=1,
+                label=f"{others} other classes" if i == named else "_other")
     ax.set_ylim(0, 1)
     _finish_line_plot(ax, times, cut_times, "probability",
                       "Class probabilities over time (every class that reaches the top 3)")
