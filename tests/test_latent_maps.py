@@ -109,3 +109,9 @@ def test_map_bad_inputs_are_one_line_errors(demo_index, tmp_path):
         draw_map(demo_index.folder, tmp_path / "map.txt")
     with pytest.raises(DeepvisError, match="no index at"):
         draw_map(tmp_path / "none", tmp_path / "m.png")
+
+
+def test_a_missing_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "umap", None)  # "import umap" now fails
+    with pytest.raises(DeepvisError, match=r"pip install 'deepvis\[latent\]'"):
+        fit_map(np.zeros((10, 4), np.float32), "umap")

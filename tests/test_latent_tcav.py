@@ -146,7 +146,23 @@ def test_lite0_uses_stripes_for_zebra_and_tcav_finds_it_significant(lite0, tmp_p
     assert not report["concepts"]["crops"]["_blocks.12"]["significant"]
     cavs = np.load(tmp_path / "out" / "cavs.npz")
     assert set(cavs.files) == {"striped|_blocks.12", "crops|_blocks.12"}
-    channels = lite0.layer_infos(["_blocks.12"])[0].channels
-    assert cavs["striped|_blocks.12"].shape == (channels * 10 * 10,)  # _blocks.12 at 160 px: (C, 10, 10)
-    assert json.loads((tmp_path / "out" / "cavs.json").read_text())["shapes"]["_blocks.12"] == [channels, 10, 10]
+    from toolbox.models.layers import layer_table
+
+    (info,) = layer_table(lite0.module, torch.zeros(1, 3, 160, 160), ["_blocks.12"])  # (192, 5, 5) at 160 px
+    assert cavs["striped|_blocks.12"].shape == (int(np.prod(info.shape)),)
+    assert json.loads((tmp_path / "out" / "cavs.json").read_text())["shapes"]["_blocks.12"] == list(info.shape)
     assert cv2.imread(str(out.chart)).shape == (540, 960, 3)
+
+
+def test_tcav_chart_draws_bars_at_the_scores_heights():
+    from toolbox.render.atlas import PALETTE
+    from toolbox.render.concept_chart import tcav_chart
+
+    chart = tcav_chart({"a": {"L": [0.8] * 10}, "b": {"L": [0.4] * 10}}, {"L": [0.2] * 10},
+                       {"a": {"L": 0.001}, "b": {"L": 0.5}}, "chart")
+    heights = {}
+    for name, colour in (("a", PALETTE[0]), ("b", PALETTE[1]), ("random", (153, 153, 153))):
+        rows = np.flatnonzero(np.all(chart == colour, axis=2).sum(1) > 60)  # rows crossing the bar, not the legend
+        heights[name] = rows.max() - rows.min() + 1
+    assert heights["a"] / heights["b"] == pytest.approx(2.0, rel=0.03)
+    assert heights["random"] / heights["b"] == pytest.approx(0.5, rel=0.05)

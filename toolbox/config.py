@@ -106,6 +106,16 @@ class DreamConfig:
 
 
 @dataclass(frozen=True)
+class StyleConfig:
+    styles_dir: str  # "" : the style images shipped in toolbox/styles
+    invert_steps: int
+    invert_max_side: int
+    steps: int
+    live_steps: int
+    live_max_side: int
+
+
+@dataclass(frozen=True)
 class SaliencyConfig:
     placement: Literal["overlay", "side"]
     alpha: float
@@ -124,6 +134,7 @@ class Config:
     units: UnitsConfig
     dream: DreamConfig
     saliency: SaliencyConfig
+    style: StyleConfig
     threads: Optional[int]  # CPU threads of torch, onnxruntime and OpenCV; None: toolbox.cpu_threads decides
 
     def __post_init__(self):

@@ -31,3 +31,4 @@ from toolbox.app import saliency_plugin  # noqa: E402,F401
 from toolbox.app import faithfulness_plugin  # noqa: E402,F401
 from toolbox.app import neighbours_plugin  # noqa: E402,F401
 from toolbox.app import map_plugin  # noqa: E402,F401
+from toolbox.app import style_plugin  # noqa: E402,F401

@@ -139,6 +139,31 @@ def lower_priority(nice: int = BACKGROUND_NICE) -> None:
         pass
 
 
+def newest_frames(frames: LatestSlot[Captured], stop: Callable[[], bool]):
+    """Yield (captured, jumped) for each new frame of the mailbox until ``stop()``; frames that arrive
+    while the caller works are skipped. jumped: the frame index moved backwards or by more than
+    SEEK_FRAMES since the last one (a seek or a loop: no optical flow links the two)."""
+    last_seq, last_index = 0, None
+    while not stop():
+        seq, captured = frames.get()
+        if captured is None or seq == last_seq:
+            time.sleep(0.005)
+            continue
+        last_seq, index = seq, captured.frame.index
+        jumped = last_index is not None and not 0 < index - last_index <= SEEK_FRAMES
+        last_index = index
+        yield captured, jumped
+
+
+def captioned_pane(image: np.ndarray | None, caption: str, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) uint8 BGR: ``image`` fitted into a pane of ``size`` (blank if None), ``caption`` on a dark band."""
+    h, w = size
+    pane = blank_pane(h, w) if image is None else fit_image(image, h, w, interpolation=cv2.INTER_LINEAR)
+    pane[:CAPTION_H] = (pane[:CAPTION_H].astype(np.uint16) * 3 // 10).astype(np.uint8)
+    put_text(pane, fit_text(caption, w - 16, 0.5), (8, 18), 0.5)
+    return pane
+
+
 @dataclass
 class Shot:
     """One dream of one frame: written by its task, read by the pane. image: (H, W, 3) uint8 BGR."""
@@ -278,17 +303,12 @@ class LiveDream:
         dreamer = LiveDreamer(self.model, live_settings(settings, steps=self.config.live_steps),
                               max_side=self.config.live_max_side)
         stop = lambda: task.cancelled() or not self.alive()  # noqa: E731
-        done, last_seq, last_index = 0, 0, None
+        done = 0
         try:
-            while not stop():
-                seq, captured = self.frames.get()
-                if captured is None or seq == last_seq:
-                    time.sleep(0.005)
-                    continue
-                last_seq, index = seq, captured.frame.index
-                if last_index is not None and not 0 < index - last_index <= SEEK_FRAMES:
+            for captured, jumped in newest_frames(self.frames, stop):
+                if jumped:
                     dreamer.reset()  # a seek, a step back or a loop: the flow would link unrelated frames
-                last_index = index
+                index = captured.frame.index
                 image = captured.frame.image
                 out = dreamer.step(np.ascontiguousarray(image[:, ::-1]) if mirror else image, cancel=stop)
                 if stop():
@@ -329,11 +349,7 @@ class LiveDream:
         return self._captioned(dimmed, f"dreaming {shot.label} {progress * 100:.0f}% (Esc cancels)")
 
     def _captioned(self, image: np.ndarray | None, caption: str) -> np.ndarray:
-        h, w = self.mosaic_size
-        pane = blank_pane(h, w) if image is None else fit_image(image, h, w, interpolation=cv2.INTER_LINEAR)
-        pane[:CAPTION_H] = (pane[:CAPTION_H].astype(np.uint16) * 3 // 10).astype(np.uint8)
-        put_text(pane, fit_text(caption, w - 16, 0.5), (8, 18), 0.5)
-        return pane
+        return captioned_pane(image, caption, self.mosaic_size)
 
     def status_flag(self, state: AppState) -> str | None:
         if self.error:

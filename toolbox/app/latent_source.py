@@ -45,7 +45,7 @@ class LiveLatent:
             if layer not in live_layers:
                 raise DeepvisError(f"--index {index.folder} is at layer {layer}, which the live window does not "
                                    "capture: build the index at one of the layers 'deepvis layers' lists")
-            self.search = VectorSearch(index.vectors)
+            self.search = VectorSearch(index.vectors, threads=1)  # one query per frame: threads only wait
         else:
             layer, pool = model.layers[-1], "mean"
             self.search = None

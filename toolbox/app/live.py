@@ -68,9 +68,11 @@ def default_plugins() -> list:
     from toolbox.app.concept_plugin import install_concepts
     from toolbox.app.map_plugin import install_map
     from toolbox.app.neighbours_plugin import install_neighbours
+    from toolbox.app.style_plugin import install_style
     from toolbox.app.units_plugin import install_units
 
-    return [install_units, install_dream, install_saliency, install_faithfulness, install_neighbours, install_map, install_concepts]
+    return [install_units, install_dream, install_saliency, install_faithfulness, install_neighbours, install_map, install_concepts,
+            install_style]
 
 
 @dataclass

@@ -158,8 +158,8 @@ def analyze_archive(spec: str, sources: list[str], out: str | Path, config: Conf
             try:
                 analyze(outcome.source, out / outcome.folder, config, progress=progress, saliency=saliency)
                 outcome.status = "done"
-            except DeepvisError as error:
-                outcome.status, outcome.error = "failed", str(error)
+            except Exception as error:  # one bad video (even one that trips a decoder bug) must not stop the rest
+                outcome.status, outcome.error = "failed", _task_error(error)
     else:
         run_on_ray([(o, out / o.folder) for o in todo], config, saliency, ray_address, workers, threads,
                    segment_seconds or DEFAULT_SEGMENT_SECONDS, progress)
@@ -290,13 +290,13 @@ def run_on_ray(jobs: list[tuple[VideoOutcome, Path]], config: Config, saliency: 
 
 
 def _task_error(error: Exception) -> str:
-    """The one line a user should see for a failed Ray task."""
-    cause = getattr(error, "cause", None)
+    """The one line a user should see for a video that failed, here or in a Ray task (which wraps
+    the task's exception and keeps it as ``cause``)."""
+    cause = getattr(error, "cause", None) or error
     if isinstance(cause, DeepvisError):
         return str(cause)
-    if isinstance(error, DeepvisError):
-        return str(error)
-    return f"{type(cause or error).__name__}: {str(cause or error).splitlines()[0] if str(cause or error) else ''}"
+    text = str(cause).strip()
+    return f"{type(cause).__name__}: {text.splitlines()[0]}" if text else type(cause).__name__
 
 
 def analyze_on_ray(source: str, out: str | Path, config: Config, saliency: str | None, address: str,

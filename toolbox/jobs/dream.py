@@ -297,33 +297,46 @@ def _dream_images(images: list[Path], files: OutputSet | None, model: LoadedMode
 
 def _dream_video(spec: str, out: Path, model: LoadedModel, settings: DreamSettings, options: DreamOptions,
                  progress: bool, run: DreamRun) -> Path:
+    target = out if out.suffix.lower() in VIDEO_SUFFIXES else out / f"{Path(spec).stem}-dream.mp4"
+
+    def dreamer_for(first, stack: contextlib.ExitStack):  # the first frame gives the working size the octaves must fit
+        _, bounded = _prepared(first, settings, dream_field(model, settings), options, run)
+        dreamer = LiveDreamer(model, bounded, blend=options.blend, max_side=options.max_side or None)
+        stack.callback(dreamer.close)
+        return dreamer.step
+
+    return map_video(spec, target, dreamer_for, options.max_frames, progress, "dream",
+                     "deepvis dream takes a file, folder or video; for a camera use 'deepvis live' and its dream keys")
+
+
+def map_video(spec: str, target: Path, step_for, max_frames: int | None, progress: bool, desc: str,
+              live_refusal: str) -> Path:
+    """Write ``step(frame)`` of every frame of the video ``spec`` to ``target`` (atomically), at the
+    source's rate. step_for(first frame image, exit stack) -> step: called once, on the first frame."""
     source = open_source(spec)
     if source.live:
         source.close()
-        raise DeepvisError("deepvis dream takes a file, folder or video; for a camera use 'deepvis live' and its dream keys")
-    target = out if out.suffix.lower() in VIDEO_SUFFIXES else out / f"{Path(spec).stem}-dream.mp4"
+        raise DeepvisError(live_refusal)
     total = source.frame_count
-    if options.max_frames is not None:
-        total = options.max_frames if total is None else min(total, options.max_frames)
+    if max_frames is not None:
+        total = max_frames if total is None else min(total, max_frames)
     with contextlib.ExitStack() as stack:
         stack.enter_context(source)
         stack.enter_context(user_write_errors(target))
         tmp = stack.enter_context(atomic_path(target))
-        bar = stack.enter_context(tqdm(total=total, unit="frame", desc="dream", disable=not progress or None))
-        video = dreamer = None
+        bar = stack.enter_context(tqdm(total=total, unit="frame", desc=desc, disable=not progress or None))
+        video = step = None
         for frame in source:
-            if dreamer is None:  # the first frame gives the working size the octaves must fit
-                _, bounded = _prepared(frame.image, settings, dream_field(model, settings), options, run)
-                dreamer = LiveDreamer(model, bounded, blend=options.blend, max_side=options.max_side or None)
-                stack.callback(dreamer.close)
-            dreamed = dreamer.step(frame.image)
+            if step is None:
+                step = step_for(frame.image, stack)
+            image = step(frame.image)
             if video is None:
-                h, w = dreamed.shape[:2]
+                h, w = image.shape[:2]
                 video = VideoOutput(tmp, source.fps or 30.0, (w, h), name=target)
                 stack.callback(video.close)
-            video.write(dreamed)
+            video.write(image)
             bar.update(1)
-            if options.max_frames is not None and video.frames >= options.max_frames:
+            if max_frames is not None and video.frames >= max_frames:
                 break
         if video is None:
             raise DeepvisError(f"video {spec} delivered no frames")

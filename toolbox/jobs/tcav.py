@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,17 @@ class TcavOutputs:
     json: Path
     cavs: Path
     report: dict
+
+
+def require_latent_extra() -> None:
+    """TCAV needs captum and matplotlib (the ``latent`` extra): say how to install them."""
+    import importlib.util
+
+    from toolbox.analysis.latent.maps import EXTRA
+
+    missing = [name for name in ("captum", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DeepvisError(f"deepvis tcav needs {' and '.join(missing)}: {EXTRA}")
 
 
 def resolve_class(categories: tuple[str, ...], name: str) -> int:
@@ -111,13 +123,15 @@ def random_sets(random_dir: Path, runs: int, set_size: int, seed: int) -> list[t
             for i in range(runs + 1)]
 
 
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, S, S) model inputs at ``size`` pixels a side (antialiased when smaller)."""
+    if size == x.shape[-1]:
+        return x
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 def picture_tensor(model: LoadedModel, files: list[Path], size: int) -> torch.Tensor:
-    views = [model.preprocess.model_view(read_image(f)) for f in files]
-    x = model.input_tensor(views)
-    if size != x.shape[-1]:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                            antialias=True)
-    return x
+    return resized(model.input_tensor([model.preprocess.model_view(read_image(f)) for f in files]), size)
 
 
 def input_tensor(model: LoadedModel, spec: str, count: int, size: int) -> torch.Tensor:
@@ -143,9 +157,7 @@ def input_tensor(model: LoadedModel, spec: str, count: int, size: int) -> torch.
         source.close()
     if not views:
         raise DeepvisError(f"--inputs {spec}: no picture could be read")
-    x = model.input_tensor(views)
-    return x if size == x.shape[-1] else torch.nn.functional.interpolate(
-        x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return resized(model.input_tensor(views), size)
 
 
 def run_tcav(options: TcavOptions, out: str | Path, config: Config, progress: bool = True) -> TcavOutputs:
@@ -153,6 +165,7 @@ def run_tcav(options: TcavOptions, out: str | Path, config: Config, progress: bo
     from toolbox.analysis.latent.concepts import (MIN_RANDOM_RUNS, SIGNIFICANCE, ConceptImages, tcav_scores)
 
     check_output_folder(out)
+    require_latent_extra()
     if options.random_runs < MIN_RANDOM_RUNS:
         raise DeepvisError(f"--random-runs {options.random_runs}: the significance test needs at least "
                            f"{MIN_RANDOM_RUNS} random runs")
@@ -217,8 +230,6 @@ def run_tcav(options: TcavOptions, out: str | Path, config: Config, progress: bo
         for layer, runs in per_layer.items():
             mean = runs.mean(0)
             arrays[f"{names[key]}|{layer}"] = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
-    import io
-
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with OutputSet(out, job="tcav") as outputs:

@@ -62,6 +62,21 @@ def temporal_seed(frame: np.ndarray, prev_frame: np.ndarray, prev_dream: np.ndar
     return np.clip(frame.astype(np.float32) + blend * confident * carried, 0.0, 255.0)
 
 
+class FrameRate:
+    """``tick()`` once per frame; ``fps``: a moving average of frames per second (0 before two ticks)."""
+
+    def __init__(self):
+        self.fps = 0.0
+        self._last: float | None = None
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            rate = 1.0 / max(now - self._last, 1e-6)
+            self.fps = rate if self.fps == 0.0 else 0.8 * self.fps + 0.2 * rate
+        self._last = now
+
+
 def live_settings(settings: DreamSettings, steps: int = 2) -> DreamSettings:
     """A preset cut down for live video: one octave at the frame size, a few steps per frame."""
     return settings.replace(octaves=1, first_octave=0, steps=steps)
@@ -85,8 +100,7 @@ class LiveDreamer:
         self.max_side = max_side
         self.warper = FlowWarper(flow)
         self.generator = torch.Generator().manual_seed(settings.seed)
-        self.fps = 0.0
-        self._last_time: float | None = None
+        self.rate = FrameRate()
         self.reset()
 
     def reset(self) -> None:
@@ -112,14 +126,14 @@ class LiveDreamer:
         out, _, _, _ = self.engine.run(rgb, progress=progress, cancel=cancel, generator=self.generator)
         dreamed = rgb01_to_bgr(out)
         self._prev_frame, self._prev_dream = work, dreamed
-        now = time.perf_counter()
-        if self._last_time is not None:
-            rate = 1.0 / max(now - self._last_time, 1e-6)
-            self.fps = rate if self.fps == 0.0 else 0.8 * self.fps + 0.2 * rate
-        self._last_time = now
+        self.rate.tick()
         if dreamed.shape != frame.shape:
             dreamed = cv2.resize(dreamed, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
         return dreamed
+
+    @property
+    def fps(self) -> float:
+        return self.rate.fps
 
     def close(self) -> None:
         if self._own_engine:

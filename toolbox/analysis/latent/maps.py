@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 METHODS = ("pca", "umap", "tsne")
-EXTRA = "pip install 'deepvis[latent]' (umap-learn, openTSNE)"
+EXTRA = "pip install 'deepvis[latent]' (umap-learn, openTSNE, captum, matplotlib)"
 
 
 @dataclass

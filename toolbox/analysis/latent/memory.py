@@ -6,6 +6,13 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+
+def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """matrix @ vector through torch, so it runs on torch's intra-op threads (one in the live compute
+    thread) rather than on a BLAS pool that waits for busy cores."""
+    return torch.from_numpy(matrix).mv(torch.from_numpy(vector)).numpy()
 
 
 @dataclass(frozen=True)
@@ -32,24 +39,32 @@ class RollingMemory:
         self._items: list[Remembered | None] = [None] * capacity
         self._count = 0  # frames kept so far (the slot of the next one is _count % capacity)
         self._lock = threading.Lock()
+        # (vector offered last, its squared distances to the slots after the offer): a search for the
+        # same vector (the live frame's neighbours) reuses them instead of a second pass over the memory
+        self._offered: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return min(self._count, self.capacity)
 
     def offer(self, vector: np.ndarray, item: Remembered) -> bool:
-        """Keep ``vector`` (D,) unless it nearly repeats the last kept one; True when kept."""
-        vector = np.asarray(vector, np.float32).ravel()
+        """Keep ``vector`` (D,) unless it nearly repeats a kept one; True when kept."""
+        offered, vector = vector, np.asarray(vector, np.float32).ravel()
         with self._lock:
             if self._vectors is None:
                 self._vectors = np.zeros((self.capacity, vector.size), np.float32)
                 self._norms2 = np.zeros(self.capacity, np.float32)
             n = len(self)
+            d2 = np.zeros(0, np.float32)
             if n:
                 q2 = float(vector @ vector)
-                d2 = self._norms2[:n] - 2.0 * (self._vectors[:n] @ vector) + q2
+                d2 = self._norms2[:n] - 2.0 * _matvec(self._vectors[:n], vector) + q2
                 if float(d2.min()) <= self.duplicate_ratio ** 2 * max(q2, 1e-24):
+                    self._offered = (offered, d2)
                     return False
             slot = self._count % self.capacity
+            d2 = np.append(d2, np.float32(0.0)) if slot == n else d2
+            d2[slot] = 0.0  # the new frame itself
+            self._offered = (offered, d2)
             self._vectors[slot] = vector
             self._norms2[slot] = float(vector @ vector)
             self._items[slot] = item
@@ -62,8 +77,11 @@ class RollingMemory:
             n = len(self)
             if n == 0 or self._vectors is None:
                 return []
-            q = np.asarray(query, np.float32).ravel()
-            d2 = self._norms2[:n] - 2.0 * (self._vectors[:n] @ q) + float(q @ q)
+            if self._offered is not None and self._offered[0] is query and len(self._offered[1]) == n:
+                d2 = self._offered[1]
+            else:
+                q = np.asarray(query, np.float32).ravel()
+                d2 = self._norms2[:n] - 2.0 * _matvec(self._vectors[:n], q) + float(q @ q)
             k = min(k, n)
             ids = np.argpartition(d2, k - 1)[:k] if k < n else np.arange(n)
             ids = ids[np.argsort(d2[ids], kind="stable")]
