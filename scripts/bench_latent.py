@@ -84,6 +84,9 @@ def bench_build(frames: int, repeats: int) -> dict:
 
 
 def bench_queries(sizes: list[int], dim: int, dim_1m: int, k: int = 8) -> list[dict]:
+    """One query's latency; an exact query reads all n x d x 4 bytes (``scan_mb``), so memory
+    bandwidth bounds it from below (100k x 1280 floats: 488 MB, ~25 ms at 20 GB/s)."""
+    import faiss
     from sklearn.neighbors import NearestNeighbors
 
     from toolbox.analysis.latent.search import VectorSearch
@@ -99,11 +102,16 @@ def bench_queries(sizes: list[int], dim: int, dim_1m: int, k: int = 8) -> list[d
         built = time.perf_counter() - start
         runs = 20 if n <= 100_000 else 5
         faiss_ms = _ms(lambda: search.search(queries[:1], k), runs)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # a busy machine: OpenMP threads wait for cores (the live pane uses 1)
+        faiss_1_ms = _ms(lambda: search.search(queries[:1], k), runs)
+        faiss.omp_set_num_threads(threads)
         sk = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(vectors)
         sk_ms = _ms(lambda: sk.kneighbors(queries[:1]), runs)
         same = bool(np.array_equal(search.search(queries, k)[1], sk.kneighbors(queries)[1]))
         out.append({"vectors": n, "dim": d, "search": search.kind, "faiss_build_s": round(built, 3),
-                    "faiss_query": faiss_ms, "sklearn_brute_query": sk_ms,
+                    "faiss_query": faiss_ms, "faiss_query_1_thread": faiss_1_ms, "sklearn_brute_query": sk_ms,
+                    "scan_mb": round(n * d * 4 / 2**20),
                     "speedup": round(sk_ms["median_ms"] / faiss_ms["median_ms"], 2), "same_neighbours": same})
         del vectors, search, sk
     return out

@@ -196,3 +196,30 @@ def test_a_stream_that_stops_shows_no_signal_and_resumes_and_closing_the_window_
         app.stop()
         server.stop()
 
+
+
+WINDOW_CHECK = """
+import numpy as np
+from toolbox.app.window import Window
+from toolbox.app.x11_check import X11Display
+window = Window("deepvis-check")
+image = np.zeros((60, 80, 3), np.uint8)
+image[:] = (10, 20, 30)  # BGR
+window.show(image)  # the first show checks, through the X server, that the window is painted
+with X11Display() as display:
+    wid = display.find_window("deepvis-check")
+    print(window.ensure_painted(), hex(display.pixel(wid, 40, 30)))
+    display.remap(wid)  # what ensure_painted does to a window Qt never painted
+    window.poll_key(300)
+    print(hex(display.pixel(wid, 40, 30)))
+"""
+
+
+def test_the_window_reads_its_pixels_back_from_the_x_server(xvfb, tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WINDOW_CHECK], env=xvfb.env, capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    lines = out.stdout.split("\n")
+    assert lines[:2] == ["True 0x1e140a", "0x1e140a"], out.stdout + out.stderr  # 0xRRGGBB of (30, 20, 10)

@@ -184,3 +184,29 @@ def test_rolling_memory_skips_near_duplicates_wraps_and_searches_like_brute_forc
     want_dist, want_ids = oracle(kept, vectors[40:41], 5)
     assert [item.frame for _, item in found] == [query_frames[int(i)] for i in want_ids[0]]
     np.testing.assert_allclose([d for d, _ in found], want_dist[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_patch_index_holds_one_vector_per_position_with_its_receptive_field_crop(lite0, tmp_path):
+    import torch
+
+    from toolbox.models.receptive_field import receptive_field
+    from toolbox.sources import open_source
+
+    config = load_config(overrides={"model.layer": "_blocks.8"})
+    build_index(["carphone"], tmp_path / "p", config, every=60, progress=False, patches=True)
+    index = load_index(tmp_path / "p")
+    assert index.recipe.pool == "patch" and index.recipe.layer == "_blocks.8"
+    assert index.vectors.shape == (2 * 14 * 14, 112)  # frames 0 and 60, 14 x 14 positions of 112 channels
+    with open_source("carphone") as source:
+        view = lite0.preprocess.model_view(source.read().image)
+    with torch.inference_mode():
+        from toolbox.models.capture import forward_with_activations
+
+        _, acts = forward_with_activations(lite0.module, lite0.input_tensor(view), ["_blocks.8"])
+    item = index.items[3 * 14 + 5]
+    assert (item["frame"], item["y"], item["x"]) == (0, 3, 5)
+    np.testing.assert_allclose(index.vectors[3 * 14 + 5], acts["_blocks.8"][0, :, 3, 5].numpy(), rtol=1e-4, atol=1e-4)
+    assert item["box"] == list(receptive_field(lite0, "_blocks.8").clipped_box(3, 5, 224, 224))
+    found = neighbours(f"#{3 * 14 + 5}", tmp_path / "p", tmp_path / "n", load_config(), k=3).neighbours
+    _, want = oracle(index.vectors, index.vectors[3 * 14 + 5][None], 4)
+    assert [n.id for n in found] == [int(i) for i in want[0][1:]]  # the patch itself left out

@@ -182,3 +182,10 @@ def test_every_method_has_a_title_and_a_one_line_description():
     for name, method in METHODS.items():
         assert method.title and method.description and "\n" not in method.description, name
     assert set(LAYER_CAMS) <= set(METHODS)
+
+
+def test_cam_on_a_model_without_spatial_layers_says_so():
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    for method in ("gradcam", "eigencam", "ablationcam"):
+        with pytest.raises(DeepvisError, match="layer '1' outputs 1x8, not a spatial.*this model has no spatial"):
+            saliency_map(mlp, torch.zeros(1, 3, 4, 4), method, 0, layer="1")

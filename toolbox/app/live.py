@@ -428,7 +428,7 @@ class LiveApp:
                 self.states.put(self.state)
                 self.capture.start()
                 self.compute_thread.start()
-                self.window.show(self.view.empty())
+                self.window.show(self.view.empty())  # the first show also checks the window is painted
                 while not self.quit:
                     code = self.window.poll_key(5)
                     if self.window.closed:

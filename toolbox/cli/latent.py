@@ -17,7 +17,7 @@ def cmd_index(args) -> int:
     from toolbox.jobs.index import build_index
 
     result = build_index(args.sources, args.out, config_from_args(args), every=args.every, pool=args.pool,
-                         max_frames=args.max_frames, progress=not args.quiet)
+                         max_frames=args.max_frames, progress=not args.quiet, patches=args.patches)
     skipped = f"; already complete: {', '.join(result.skipped_sources)}" if result.skipped_sources else ""
     print(f"added {result.added} frames to {result.folder} ({result.total} in all, {result.search} search){skipped}")
     return 0
@@ -58,6 +58,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--every", type=int, default=1, help="take every N-th frame (default 1)")
     p.add_argument("--pool", default="mean", choices=("mean", "max"), help="spatial pooling of the layer (mean)")
     p.add_argument("--max-frames", type=int, help="frames per source at most (needed for cameras and streams)")
+    p.add_argument("--patches", action="store_true", help="one vector per position of a mid layer (default: the "
+                   "middle visualisable one), with its receptive-field crop: neighbours of parts (query #ITEM)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_index)
 

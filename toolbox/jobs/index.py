@@ -13,8 +13,9 @@ from toolbox.analysis.latent.features import POOLS
 from toolbox.analysis.latent.search import search_kind
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
-from toolbox.jobs.common import check_max_frames, model_from_config
+from toolbox.jobs.common import check_max_frames, default_layer, model_from_config
 from toolbox.jobs.index_store import IndexRecipe, IndexStore, SourceProgress
+from toolbox.models.receptive_field import receptive_field
 from toolbox.models.registry import LoadedModel
 from toolbox.sources import open_source
 from toolbox.sources.images import ImageListSource
@@ -55,8 +56,11 @@ def thumbnail(view: np.ndarray, side: int = THUMBNAIL) -> np.ndarray:
 
 def build_index(sources: list[str], out: str | Path, config: Config, every: int = 1, pool: str = "mean",
                 max_frames: int | None = None, progress: bool = True, checkpoint: int = CHECKPOINT,
-                batch: int = BATCH) -> IndexResult:
+                batch: int = BATCH, patches: bool = False) -> IndexResult:
     """Add every ``every``-th frame of each source to the index at ``out`` (created, or appended to).
+
+    ``patches``: one vector per spatial position of the layer (default: the middle visualisable one)
+    instead of one per frame, each with its receptive-field crop as thumbnail and its position.
 
     A source the index already holds completely is skipped; one it holds partly resumes where the
     last checkpoint left it. ``max_frames`` bounds the frames taken per source (needed for cameras
@@ -70,7 +74,11 @@ def build_index(sources: list[str], out: str | Path, config: Config, every: int 
         raise DeepvisError(f"--pool {pool}: choose one of {', '.join(POOLS)}")
     store = IndexStore(out)
     model = model_from_config(config)
-    layer = index_layer(model, config.model.layer)
+    if patches:
+        pool = "patch"
+        layer = index_layer(model, config.model.layer or default_layer(model))
+    else:
+        layer = index_layer(model, config.model.layer)
     recipe = recipe_for(model, layer, pool)
     store.start(recipe)
     before = store.count
@@ -96,6 +104,7 @@ def _index_source(store: IndexStore, embedder: FrameEmbedder, spec: str, state: 
         raise DeepvisError(f"{spec} is a camera or stream and never ends: give --max-frames N")
     preprocess = embedder.model.preprocess
     files = source.paths if isinstance(source, ImageListSource) else None
+    field = receptive_field(embedder.model, embedder.layer) if embedder.pool == "patch" else None
     try:
         if state.next_frame and source.seekable:
             source.seek(state.next_frame)
@@ -113,15 +122,23 @@ def _index_source(store: IndexStore, embedder: FrameEmbedder, spec: str, state: 
                 return
             out = embedder.embed(views)
             categories = embedder.model.categories
+            positions = [(None, None)] if out.grid is None else [(y, x) for y in range(out.grid[0])
+                                                                   for x in range(out.grid[1])]
             for k, (frame_index, time) in enumerate(meta):
-                c = int(out.top1[k])
-                item = {"source": spec, "frame": frame_index, "time": round(float(time), 4),
-                        "class": categories[c] if c < len(categories) else str(c), "class_index": c,
-                        "probability": round(float(out.probability[k]), 5)}
-                if files is not None:
-                    item["file"] = str(files[frame_index])
-                pending_items.append(item)
-                pending_thumb.append(thumbnail(views[k]))
+                c = int(out.top1[k * len(positions)])
+                for y, x in positions:
+                    item = {"source": spec, "frame": frame_index, "time": round(float(time), 4),
+                            "class": categories[c] if c < len(categories) else str(c), "class_index": c,
+                            "probability": round(float(out.probability[k * len(positions)]), 5)}
+                    if files is not None:
+                        item["file"] = str(files[frame_index])
+                    picture = views[k]
+                    if field is not None:
+                        y0, x0, y1, x1 = field.clipped_box(y, x, *picture.shape[:2])
+                        item.update(y=y, x=x, box=[y0, x0, y1, x1])  # in model-view pixels
+                        picture = picture[y0:y1, x0:x1]
+                    pending_items.append(item)
+                    pending_thumb.append(thumbnail(picture))
             pending_vec.append(out.vectors)
             bar.update(len(views))
             views.clear()

@@ -32,7 +32,7 @@ class IndexRecipe:
     model: str
     weights_id: str  # content hash of the weights
     layer: str
-    pool: str  # mean | max
+    pool: str  # mean | max | patch (one vector per position)
     preprocess: dict  # size, mean, std, scale
     weights: str = ""  # where the weights came from (informative; not compared)
 
@@ -67,9 +67,10 @@ class LoadedIndex:
     def label(self, i: int) -> str:
         """'bikes @ 3.20 s' or the image file name: where item ``i`` came from."""
         item = self.items[i]
+        where = f" ({item['y']}, {item['x']})" if "y" in item else ""
         if item.get("file"):
-            return Path(item["file"]).name
-        return f"{Path(str(item['source'])).name} @ {item['time']:.2f} s"
+            return Path(item["file"]).name + where
+        return f"{Path(str(item['source'])).name} @ {item['time']:.2f} s{where}"
 
 
 class IndexStore:

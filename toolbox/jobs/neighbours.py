@@ -88,6 +88,8 @@ def query_picture(query: str, index: LoadedIndex) -> tuple[np.ndarray | None, in
 def item_picture(index: LoadedIndex, i: int) -> np.ndarray:
     """Item ``i`` at full resolution when its source can still be read, else its thumbnail."""
     item = index.items[i]
+    if "box" in item:
+        return index.thumbnails[i]  # a patch: its receptive-field crop
     try:
         if item.get("file"):
             return read_image(item["file"])
@@ -128,6 +130,8 @@ def neighbours(query: str, index_dir: str | Path, out: str | Path, config: Confi
         picture = item_picture(index, item)
     else:
         model = index_model(index.recipe, config, index.folder)
+        if index.recipe.pool == "patch":
+            raise DeepvisError("a patch index answers queries by item (#N): give one of its patches, e.g. #0")
         with FrameEmbedder(model, index.recipe.layer, index.recipe.pool) as embedder:
             vector = embedder.embed([model.preprocess.model_view(picture)]).vectors[0]
     found = nearest(index, vector, k, exclude=item)

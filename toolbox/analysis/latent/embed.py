@@ -13,11 +13,13 @@ from toolbox.models.registry import LoadedModel
 
 @dataclass(frozen=True)
 class Embedded:
-    """vectors (N, C) float32; top1 (N,) int64 class indices; probability (N,) float32 of that class."""
+    """vectors (N, C) float32; top1 (N,) int64 class indices; probability (N,) float32 of that class;
+    grid: (H, W) positions per frame for patch vectors, else None."""
 
     vectors: np.ndarray
     top1: np.ndarray
     probability: np.ndarray
+    grid: tuple[int, int] | None = None
 
 
 class FrameEmbedder:
@@ -39,9 +41,18 @@ class FrameEmbedder:
         self._capture.__exit__(*exc)
 
     def embed(self, views: list[np.ndarray]) -> Embedded:
-        """Model views (S, S, 3) uint8 BGR -> their vectors and top-1 classes."""
+        """Model views (S, S, 3) uint8 BGR -> their vectors and top-1 classes.
+
+        pool "patch": one vector per spatial position instead of one per frame: vectors (N*H*W, C),
+        position-major within each frame (row by row), and top1/probability repeated per position.
+        """
         with torch.inference_mode():
             logits = self.model.module(self.model.input_tensor(views))
-            vectors = pooled_features(self._capture.activations[self.layer], self.pool)
+            act = self._capture.activations[self.layer].float()
             prob, top1 = logits.float().softmax(1).max(1)
-        return Embedded(vectors.cpu().numpy(), top1.cpu().numpy(), prob.cpu().numpy())
+        if self.pool == "patch":
+            n, c, h, w = act.shape
+            vectors = act.permute(0, 2, 3, 1).reshape(n * h * w, c)
+            return Embedded(vectors.cpu().numpy(), top1.repeat_interleave(h * w).cpu().numpy(),
+                            prob.repeat_interleave(h * w).cpu().numpy(), (h, w))
+        return Embedded(pooled_features(act, self.pool).cpu().numpy(), top1.cpu().numpy(), prob.cpu().numpy())

@@ -12,7 +12,9 @@ Two canonisations make arbitrary torchvision-style models follow the rules, as z
 
 - BatchNorm folded into the convolution that feeds it. The pairs are found by tracing one forward
   (a BatchNorm whose input tensor *is* a convolution's output), not by module order, so the
-  concatenation before a DenseNet layer's BatchNorm is never mistaken for a convolution.
+  concatenation before a DenseNet layer's BatchNorm is never mistaken for a convolution. (A
+  convolution whose output also feeds something else besides its BatchNorm would hand that consumer
+  the folded values: no torchvision classifier does this.)
 - Residual additions: every ``a + b`` of two same-shaped tensors in the graph (``torch.add``,
   ``+``, ``+=``) is recorded as zennit's ``Sum`` with the ``Norm`` rule,
   R_a = a R / (a + b), R_b = b R / (a + b).
@@ -23,6 +25,7 @@ gradient, as in zennit.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import weakref
 from typing import Iterator
@@ -95,8 +98,8 @@ def batch_norm_pairs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]
     finally:
         for handle in handles:
             handle.remove()
-    seen = {bn for _, bn in pairs}
-    pairs = [p for p in pairs if sum(bn == p[1] for _, bn in pairs) == 1 or p[1] not in seen]  # one feeder each
+    feeders = collections.Counter(bn for _, bn in pairs)
+    pairs = list(dict.fromkeys(p for p in pairs if feeders[p[1]] == 1))  # a batch norm called on several layers stays
     _PAIRS[model] = (key, tuple(pairs))
     return pairs
 
