@@ -126,7 +126,7 @@ def bench_inversion(model, device, side: int, steps: int, layers) -> dict:
     out = {"size": f"{side}x{side}", "steps_timed": steps, "default_steps": InversionSettings().steps, "per_layer": {}}
     for layer in layers:
         wall, cpu = timed(lambda: invert(rgb, model, layer, InversionSettings(steps=steps)), device)
-        out["per_layer"][layer] = {"s_per_step_wall": round(wall / steps, 4),
+        out["per_layer"][layer] = {"s_per_step_wall": round(wall / steps, 4), "s_per_step_cpu": round(cpu / steps, 4),
                                    "default_run_s_wall": round(wall / steps * InversionSettings().steps, 1)}
     return out
 

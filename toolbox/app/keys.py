@@ -54,7 +54,7 @@ class ShiftedKeys:
     """waitKeyEx codes -> codes with upper-case letters.
 
     OpenCV's Qt window never reports an upper-case letter: Shift+n arrives as a Shift event (65505)
-    followed by 'n'. A letter that follows a Shift event within ``SHIFT_HOLD_S`` seconds becomes its
+    followed by 'n' (as long as the window is polled between the two: it keeps only the last key). A letter that follows a Shift event within ``SHIFT_HOLD_S`` seconds becomes its
     upper-case code ('N' = 78); backends that report 'N' themselves (GTK) pass through unchanged.
     """
 

@@ -19,7 +19,8 @@ def cmd_index(args) -> int:
     result = build_index(args.sources, args.out, config_from_args(args), every=args.every, pool=args.pool,
                          max_frames=args.max_frames, progress=not args.quiet, patches=args.patches)
     skipped = f"; already complete: {', '.join(result.skipped_sources)}" if result.skipped_sources else ""
-    print(f"added {result.added} frames to {result.folder} ({result.total} in all, {result.search} search){skipped}")
+    unit = "patches" if args.patches else "frames"
+    print(f"added {result.added} {unit} to {result.folder} ({result.total} in all, {result.search} search){skipped}")
     return 0
 
 

@@ -101,13 +101,20 @@ def run_invert(input_spec: str, out: str | Path, config: Config, layers: str | N
     with tqdm(total=len(names) * settings.steps, unit="step", desc="invert", disable=not progress or None) as bar:
         for layer in names:
             with FeatureGradient(model, [layer]) as oracle:
+                if len(names) > 1 and not oracle.features(rgb)[layer].any():  # nothing to invert: say so in the strip
+                    run.notes.append(f"{layer} is all zero for this image: its tile is left blank")
+                    run.psnr[layer] = math.nan
+                    pictures.append(np.full_like(work, 40))
+                    bar.update(settings.steps)
+                    continue
                 result = invert(rgb, model, layer, settings, progress=lambda p: bar.update(1), oracle=oracle)
             run.psnr[layer] = psnr(result.rgb, rgb.cpu())
             pictures.append(rgb01_to_bgr(result.rgb))
     if len(names) == 1:
         picture = pictures[0]
     else:
-        captions = [[layer, f"PSNR {run.psnr[layer]:.1f} dB"] for layer in names]
+        captions = [[layer, "all zero" if math.isnan(run.psnr[layer]) else f"PSNR {run.psnr[layer]:.1f} dB"]
+                    for layer in names]
         picture = neighbour_montage(work, ["input", f"{w}x{h}"], pictures, captions, tile=max(h, w) if max(h, w) <= 192 else 192,
                                     cols=len(names) + 1,
                                     title=f"{model.name}: inversion from each layer (Mahendran & Vedaldi, {settings.steps} steps)")
