@@ -251,6 +251,8 @@ ROWS = [
         "--layers _blocks.8 --random-runs 5 --out {out}", "at least 10 random runs"),
     Row("tcav-concept-without-name", "tcav --concept {concept_images} --random {random_images} --class zebra "
         "--layers _blocks.8 --out {out}", "write NAME=FOLDER"),
+    Row("tcav-random-sets-too-small", "tcav --concept striped={concept_images} --random {random_images} --class zebra "
+        "--layers _blocks.8 --set-size 4 --out {out}", "at least 10 pictures per random set"),
     Row("tcav-unknown-layer", "tcav --concept striped={concept_images} --random {random_images} --class zebra "
         "--layers _blocks.99 --out {out}", "unknown layer '_blocks.99'"),
 ]

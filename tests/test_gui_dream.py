@@ -48,7 +48,7 @@ def app(xvfb, tmp_path_factory):
 
 
 def bar_pixels(shot: np.ndarray) -> int:
-    return int(np.count_nonzero(np.all(region(shot, PANES["side"]) == ACCENT, axis=2)))
+    return int(np.count_nonzero(np.all(region(shot, PANES["progress"]) == ACCENT, axis=2)))  # the bars' own strip
 
 
 def test_esc_cancels_a_dream_while_the_window_keeps_playing(app):

@@ -210,3 +210,15 @@ def test_a_patch_index_holds_one_vector_per_position_with_its_receptive_field_cr
     found = neighbours(f"#{3 * 14 + 5}", tmp_path / "p", tmp_path / "n", load_config(), k=3).neighbours
     _, want = oracle(index.vectors, index.vectors[3 * 14 + 5][None], 4)
     assert [n.id for n in found] == [int(i) for i in want[0][1:]]  # the patch itself left out
+
+
+def test_the_commands_run_end_to_end(tmp_path, capsys):
+    from toolbox.cli import main
+
+    assert main(["index", "carphone", "--every", "40", "--out", str(tmp_path / "idx"), "--quiet"]) == 0
+    assert "added 3 frames" in capsys.readouterr().out
+    assert main(["neighbours", "carphone@1.5s", "--index", str(tmp_path / "idx"), "-k", "2",
+                 "--out", str(tmp_path / "nb")]) == 0
+    assert len(json.loads((tmp_path / "nb" / "neighbours.json").read_text())) == 2
+    assert main(["map", str(tmp_path / "idx"), "--out", str(tmp_path / "map.png"), "--grid", "4"]) == 0
+    assert (tmp_path / "map.png").is_file() and len((tmp_path / "map.csv").read_text().splitlines()) == 4

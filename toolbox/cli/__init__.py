@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="start recording the window to MP4 at once")
     p.add_argument("--out", help="folder for snapshots and recordings (default: live.snapshot_dir / record_dir)")
     p.add_argument("--max-frames", type=int, help=argparse.SUPPRESS)  # benchmarks: quit after N shown frames
-    p.add_argument("--index", help="feature index (deepvis index) for the neighbours (N) and map (M) panes; "
+    p.add_argument("--index", help="feature index (deepvis index) for the neighbours (Shift+n) and map (Shift+m) panes; "
                    "default: the frames of this session")
     p.add_argument("--cav", help="CAV folder (deepvis tcav --out) for the concept meter")
     _add_backend_options(p)

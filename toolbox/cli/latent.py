@@ -19,7 +19,8 @@ def cmd_index(args) -> int:
     result = build_index(args.sources, args.out, config_from_args(args), every=args.every, pool=args.pool,
                          max_frames=args.max_frames, progress=not args.quiet, patches=args.patches)
     skipped = f"; already complete: {', '.join(result.skipped_sources)}" if result.skipped_sources else ""
-    print(f"added {result.added} frames to {result.folder} ({result.total} in all, {result.search} search){skipped}")
+    unit = "patches" if args.patches else "frames"
+    print(f"added {result.added} {unit} to {result.folder} ({result.total} in all, {result.search} search){skipped}")
     return 0
 
 
@@ -44,7 +45,7 @@ def cmd_tcav(args) -> int:
 
     options = TcavOptions(concepts=args.concept, random=args.random, random_runs=args.random_runs,
                           target=args.target_class, layers=args.layers, inputs=args.inputs, seed=args.seed,
-                          max_inputs=args.max_inputs)
+                          max_inputs=args.max_inputs, set_size=args.set_size, size=args.size)
     result = run_tcav(options, args.out, config_from_args(args), progress=not args.quiet)
     print(f"wrote {result.chart}, {result.json} and the CAVs in {result.cavs}")
     return 0
@@ -93,6 +94,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inputs", default="demo", help="the pictures whose class score is tested (default: demo)")
     p.add_argument("--max-inputs", type=int, default=40, help="input pictures at most (frames evenly spread)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sets and the classifiers")
+    p.add_argument("--set-size", type=int, help="pictures per random set (default: the largest concept's count)")
+    p.add_argument("--size", type=int, help="picture side fed to the model (default: its input size; smaller is faster)")
     p.add_argument("--out", required=True, help="output folder: tcav.png, tcav.json, cavs/")
     add_model_options(p, layer=False)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

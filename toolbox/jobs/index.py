@@ -28,7 +28,7 @@ CHECKPOINT = 512  # frames per shard: an interrupted build loses at most this ma
 @dataclass(frozen=True)
 class IndexResult:
     folder: Path
-    added: int
+    added: int  # vectors (frames, or patches for a patch index)
     total: int
     skipped_sources: list[str]  # already complete in the index
     search: str  # exact | approximate (HNSW)

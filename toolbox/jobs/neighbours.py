@@ -142,7 +142,8 @@ def neighbours(query: str, index_dir: str | Path, out: str | Path, config: Confi
         picture, ["query", caption],
         [item_picture(index, n.id) for n in found],
         [[f"#{r + 1}  d = {n.distance:.2f}", index.label(n.id)] for r, n in enumerate(found)],
-        tile=tile, title=f"{len(found)} nearest of {len(index)} frames at {index.recipe.layer} "
+        tile=tile, title=f"{len(found)} nearest of {len(index)} {'patches' if index.recipe.pool == 'patch' else 'frames'}"
+                         f" at {index.recipe.layer} "
                          f"({index.recipe.model}, {index.recipe.pool} pooling, L2)")
     with OutputSet(out, job="neighbours") as outputs:
         json_path = outputs.write_json("neighbours.json", records)

@@ -184,6 +184,9 @@ def run_tcav(options: TcavOptions, out: str | Path, config: Config, progress: bo
         model.check_layer(layer)
     size = options.size or model.preprocess.size
     set_size = options.set_size or max(len(files) for _, files in concept_files)
+    if size < 32 or set_size < MIN_IMAGES:
+        raise DeepvisError(f"--size {size} / --set-size {set_size}: give a size of at least 32 pixels and at least "
+                           f"{MIN_IMAGES} pictures per random set")
     randoms_files = random_sets(random_dir, options.random_runs, set_size, options.seed)
     if progress:
         print(f"tcav: {len(concept_files)} concept(s) x {options.random_runs} random runs x {len(layers)} layer(s)")
