@@ -29,9 +29,11 @@ from toolbox.analysis.optimise.steps import Adam
 from toolbox.errors import DeepvisError
 from toolbox.models.registry import LoadedModel
 
-# The layer sets that gave the best textures, per model (see README "Inversion and style").
-# lite0: one block per stage (strides 2, 4, 8, 16, 16); the stage-6/7 blocks (stride 32) add
-# only blotches at these sizes and cost forward time.
+# The layer sets that gave the best textures, per model. lite0, compared on the shipped styles at
+# 64 px, 200 steps (docs/style-layer-sets.jpg): the stem and first blocks alone (_relu0.._blocks.4)
+# give colour speckle without the strokes' orientation or the glass cells; one block per stage up
+# to stride 16 (below) brings both; swapping in a stride-32 block (_blocks.14) looks alike at these
+# sizes and costs forward time; every other block up to _blocks.8 is close but grainier.
 STYLE_LAYERS = {
     "lite0": ("_blocks.0", "_blocks.2", "_blocks.4", "_blocks.7", "_blocks.10"),
     "vgg16": ("features.1", "features.6", "features.11", "features.18", "features.25"),
