@@ -31,13 +31,14 @@ def bias_layers(model: nn.Module) -> dict[str, torch.Tensor]:
     return biases
 
 
-def scaled_channels(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, C, h, w) -> (N, C, H, W): each channel min-max scaled (eps 1e-7), then resized bilinearly."""
+def scaled_channel_sum(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, h, w) -> (N, H, W): each channel min-max scaled (eps 1e-7) and resized bilinearly,
+    summed over channels. The resize is linear, so the channels are summed first and resized once."""
     m = m - m.amin(dim=(2, 3), keepdim=True)
-    m = m / (1e-7 + m.amax(dim=(2, 3), keepdim=True))
+    m = (m / (1e-7 + m.amax(dim=(2, 3), keepdim=True))).sum(dim=1, keepdim=True)
     if m.shape[-2:] != size:
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-    return m
+    return m[:, 0]
 
 
 def fullgrad_pass(model: nn.Module, x: torch.Tensor, target: Target, capture=()):
@@ -57,10 +58,10 @@ def fullgrad_pass(model: nn.Module, x: torch.Tensor, target: Target, capture=())
         objective = target_scores(target, logits, taps.stored).sum()
         grads = torch.autograd.grad(objective, [x_in, *(taps.stored[n] for n in names)], allow_unused=True)
     size = tuple(x.shape[-2:])
-    total = scaled_channels((grads[0] * x).abs(), size).sum(dim=1)
+    total = scaled_channel_sum((grads[0] * x).abs(), size)
     for name, g in zip(names, grads[1:]):
         if g is not None:
-            total = total + scaled_channels((biases[name][None, :, None, None] * g).abs(), size).sum(dim=1)
+            total = total + scaled_channel_sum((biases[name][None, :, None, None] * g).abs(), size)
     class_index = getattr(target, "index", None)
     activations = {n: taps.stored[n].detach() for n in capture}
     return total[0].detach(), logits.detach(), activations, class_index
