@@ -190,3 +190,17 @@ def test_another_runs_files_are_replaced_as_a_set_never_mixed(archive, tmp_path,
     manifest = json.loads((out / ".deepvis-outputs.json").read_text())
     assert sorted(manifest["files"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
                                                if p.is_file() and p.name != ".deepvis-outputs.json")
+
+
+def test_metrics_on_an_archive_are_recorded_in_every_video(archive, tmp_path, one_thread):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (folder / name).write_bytes((archive / name).read_bytes())
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "--out", str(out), "--quiet", "--max-frames", "2", "--saliency", "gradcam",
+                 "--metrics", "deletion", "--metrics-every", "1"]) == 0
+    for name in ("a", "b"):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["saliency_metrics"]["frames"] == 2
+        assert 0.0 <= summary["saliency_metrics"]["mean"]["deletion"] <= 1.0

@@ -66,7 +66,8 @@ def cmd_analyze(args) -> int:
     if sources is not None:
         outcomes = analyze_archive(args.source, sources, args.out, config, saliency=args.saliency,
                                    ray_address=args.ray, workers=args.workers, threads=task_threads,
-                                   segment_seconds=args.segment_seconds, progress=not args.quiet)
+                                   segment_seconds=args.segment_seconds, progress=not args.quiet,
+                                   metrics=metrics, metrics_every=args.metrics_every)
         failed = [o for o in outcomes if o.status == "failed"]
         skipped = sum(o.status == "skipped" for o in outcomes)
         print(f"{len(outcomes) - len(failed) - skipped} analysed, {skipped} already done, {len(failed)} failed: "

@@ -140,10 +140,12 @@ def write_index(out: Path, title: str, outcomes: list[VideoOutcome]) -> Path:
 
 def analyze_archive(spec: str, sources: list[str], out: str | Path, config: Config, saliency: str | None = None,
                     ray_address: str | None = None, workers: int | None = None, threads: int = 1,
-                    segment_seconds: float | None = None, progress: bool = True) -> list[VideoOutcome]:
+                    segment_seconds: float | None = None, progress: bool = True,
+                    metrics: tuple[str, ...] = (), metrics_every: int = 10) -> list[VideoOutcome]:
     """Analyse every source into ``out``/<name>/, skipping complete ones, then write the index.
     ray_address: None runs here, one video after another; "local" starts a local Ray, anything
-    else ("auto", "host:port", "ray://host:port") joins an existing cluster."""
+    else ("auto", "host:port", "ray://host:port") joins an existing cluster. ``metrics``: the
+    saliency map's faithfulness metrics on every ``metrics_every``-th frame (here only, not on Ray)."""
     out = Path(out).expanduser()
     check_archive_folder(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +158,8 @@ def analyze_archive(spec: str, sources: list[str], out: str | Path, config: Conf
 
         for outcome in todo:
             try:
-                analyze(outcome.source, out / outcome.folder, config, progress=progress, saliency=saliency)
+                analyze(outcome.source, out / outcome.folder, config, progress=progress, saliency=saliency,
+                        metrics=metrics, metrics_every=metrics_every)
                 outcome.status = "done"
             except Exception as error:  # one bad video (even one that trips a decoder bug) must not stop the rest
                 outcome.status, outcome.error = "failed", _task_error(error)
