@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolbox.analysis.top_patches import TopPatches
+from toolbox.analysis.top_patches import TopPatches, boxes_overlap
 from toolbox.models.receptive_field import ReceptiveField
 
 FIELD = ReceptiveField(size=(5, 5), stride=(2, 2), offset=(-2, -2))
@@ -79,9 +79,14 @@ def test_only_improving_channels_are_touched():
     assert tracker.update(_view(1), act) == 1
 
 
+def _overlapping_same_frame_pairs(patches) -> int:
+    return sum(a.frame_index == b.frame_index and boxes_overlap(a.box, b.box)
+               for n, a in enumerate(patches) for b in patches[n + 1:])
+
+
 def test_a_frame_offered_again_adds_no_copy_of_its_patch():
-    """A still image (or a looping folder) repeats its frames under the same index: the top-9 keeps one
-    patch per frame and place, not nine copies of the same eye."""
+    """A looping folder repeats its frames under the same index: the top-9 holds distinct places,
+    never two overlapping crops of one frame (the same eye twice)."""
     tracker = TopPatches(FIELD, channels=2, k=9)
     acts = [torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(n)) for n in range(3)]
     for _ in range(7):
@@ -89,6 +94,26 @@ def test_a_frame_offered_again_adds_no_copy_of_its_patch():
             tracker.update(_view(n), act, frame_index=n)
     for c in range(2):
         patches = tracker.patches(c)
-        assert sorted(p.frame_index for p in patches) == [0, 1, 2]
-        assert len({(p.frame_index, p.box) for p in patches}) == len(patches)
+        assert len(patches) > 3 and {p.frame_index for p in patches} == {0, 1, 2}  # more than one place per image
+        assert _overlapping_same_frame_pairs(patches) == 0
+        values = [p.value for p in patches]
+        assert values == sorted(values, reverse=True)
     assert tracker.update(_view(0), acts[0], frame_index=0) == 0
+
+
+def test_a_still_image_fills_the_top_k_with_its_strongest_separate_places():
+    """One image offered again and again: each offer adds the strongest place whose crop overlaps none
+    kept so far (a greedy non-maximum suppression), until the row is full or no free place is left."""
+    field = ReceptiveField(size=(3, 3), stride=(4, 4), offset=(0, 0))  # crops never overlap
+    act = torch.arange(36, dtype=torch.float32).reshape(1, 6, 6)
+    tracker = TopPatches(field, channels=1, k=9)
+    for _ in range(12):
+        tracker.update(_view(0, size=24), act, frame_index=0)
+    patches = tracker.patches(0)
+    assert [p.value for p in patches] == list(range(35, 26, -1))  # the nine largest, each once
+    assert len({p.location for p in patches}) == 9 and _overlapping_same_frame_pairs(patches) == 0
+    wide = TopPatches(ReceptiveField(size=(9, 9), stride=(4, 4), offset=(0, 0)), channels=1, k=9)
+    for _ in range(12):
+        wide.update(_view(0, size=24), act, frame_index=0)
+    kept = wide.patches(0)
+    assert 1 < len(kept) < 9 and _overlapping_same_frame_pairs(kept) == 0  # the field leaves room for fewer

@@ -3,8 +3,10 @@
 Each frame contributes at most one entry per channel: the channel's spatial maximum, with the
 crop of the model view under that unit's receptive field (clipped at the borders). So the nine
 patches of a channel come from nine different frames, as in the Deep Visualization Toolbox. A frame
-offered again under the same index (a still image, a folder or a video that loops) adds nothing
-where the channel already holds that frame's patch at an overlapping place.
+offered again under the same index (a still image, a folder or a video that loops) adds no copy of a
+patch the channel already holds: while the channel has fewer than k patches, it adds that frame's
+next strongest place whose crop overlaps none of the frame's patches, so a still image fills the
+top-9 with nine distinct places (as far as the receptive field leaves room), not copies of one eye.
 The per-frame work is one max over the (C, H, W) tensor and a comparison with the current k-th
 values; Python only touches the channels whose top-k actually changed.
 """
@@ -79,8 +81,14 @@ class TopPatches:
                 value = float(best[c])
                 i, j = divmod(int(where[c]), w)
                 box = self.field.clipped_box(i, j, vh, vw)
-                if any(p.frame_index == index and boxes_overlap(p.box, box) for p in self._patches[c]):
-                    continue  # the same frame again: its patch is there already
+                taken = [p.box for p in self._patches[c] if p.frame_index == index]
+                if any(boxes_overlap(t, box) for t in taken):
+                    if len(self._patches[c]) >= self.k:
+                        continue  # the same frame again, and the row is full: nothing new to add
+                    place = self._next_free_place(activation[c], taken, vh, vw)
+                    if place is None:
+                        continue  # every place of this frame overlaps a patch already kept
+                    value, (i, j), box = place
                 added += 1
                 crop = frame[box[0] : box[2], box[1] : box[3]]
                 if crop.size * 4 < frame.size:
@@ -93,6 +101,30 @@ class TopPatches:
                 patches.insert(position, Patch(value, index, (i, j), box, crop))
                 del patches[self.k :]
             return added
+
+    def _next_free_place(self, channel_map: torch.Tensor, taken: list[tuple[int, int, int, int]], vh: int,
+                         vw: int) -> tuple[float, tuple[int, int], tuple[int, int, int, int]] | None:
+        """The strongest (value, (i, j), clipped box) of an (H, W) map whose box overlaps none of
+        ``taken``; None when there is none."""
+        h, w = channel_map.shape
+        ii, jj = np.mgrid[0:h, 0:w]
+        if self.field.is_global:
+            return None  # one box covers the whole frame: only one place exists
+        sy, sx = self.field.stride
+        oy, ox = self.field.offset
+        y0 = np.maximum(oy + ii * sy, 0)
+        x0 = np.maximum(ox + jj * sx, 0)
+        y1 = np.minimum(oy + ii * sy + self.field.size[0], vh)
+        x1 = np.minimum(ox + jj * sx + self.field.size[1], vw)
+        free = np.ones((h, w), bool)
+        for ty0, tx0, ty1, tx1 in taken:
+            free &= ~((y0 < ty1) & (ty0 < y1) & (x0 < tx1) & (tx0 < x1))
+        if not free.any():
+            return None
+        values = channel_map.detach().float().cpu().numpy()
+        flat = int(np.argmax(np.where(free, values, -np.inf)))
+        i, j = divmod(flat, w)
+        return float(values[i, j]), (i, j), (int(y0[i, j]), int(x0[i, j]), int(y1[i, j]), int(x1[i, j]))
 
     def patches(self, channel: int) -> list[Patch]:
         """The channel's best patches so far, strongest first (at most k)."""
