@@ -7,7 +7,8 @@ visualisable layer captured + backward) per frame for every single-pass method, 
 ratio to Grad-CAM's pass. CAMs at the deepest visualisable layer.
 
     python scripts/bench_saliency.py [--models lite0 resnet18] [--repeats 7] [--device cpu] [--methods gradient gradcam]
-    (Score-CAM and Ablation-CAM run once each per side: minutes on a CPU)
+        [--size 224] [--batch-size 32] [--no-live] [--out bench.json]
+    (Score-CAM and Ablation-CAM run once each per side, both sides with the same --batch-size: minutes on a CPU)
 """
 from __future__ import annotations
 
@@ -18,18 +19,19 @@ import platform
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
 from toolbox.analysis.saliency import METHODS, saliency_map, saliency_pass
+from toolbox.atomic import write_text
 from toolbox.models import load_model
 
-SIZE = 224
 TARGET = 285
 EXPENSIVE = {"smoothgrad": {"samples": 16, "batch_size": 16}, "squaregrad": {"samples": 16, "batch_size": 16},
              "vargrad": {"samples": 16, "batch_size": 16}, "integrated_gradients": {"steps": 32, "batch_size": 32},
-             "occlusion": {"window": 32, "stride": 16, "batch_size": 64}, "scorecam": {"batch_size": 64},
-             "ablationcam": {"batch_size": 64}}
+             "occlusion": {"window": 32, "stride": 16, "batch_size": 64}, "scorecam": {"batch_size": 32},
+             "ablationcam": {"batch_size": 32}}
 
 
 def sync(device):
@@ -57,7 +59,7 @@ def _thawed(module):
     return copy.deepcopy(module).requires_grad_(True)
 
 
-def references(model, module, x, layer):
+def references(model, module, x, layer, perturbation_batch: int = 32):
     """method -> {reference name: callable}: captum, pytorch-grad-cam or zennit configured as our
     defaults, each library object built once (its best case)."""
     from captum import attr
@@ -93,7 +95,7 @@ def references(model, module, x, layer):
         for method, cls in classes.items():
             cam = cls(model=thawed, target_layers=[thawed.get_submodule(layer)])
             if method in ("scorecam", "ablationcam"):
-                cam.batch_size = 64
+                cam.batch_size = perturbation_batch
             refs.setdefault(method, {})[f"pytorch_grad_cam.{cls.__name__}"] = (
                 lambda cam=cam: cam(input_tensor=x, targets=targets))
         fullgrad = gc.FullGrad(model=thawed, target_layers=[])
@@ -117,16 +119,19 @@ def references(model, module, x, layer):
     return refs
 
 
-def bench_model(name: str, repeats: int, device, methods: list[str] | None = None) -> dict:
+def bench_model(name: str, repeats: int, device, methods: list[str] | None = None, size: int = 224,
+                perturbation_batch: int = 32, live: bool = True) -> dict:
     model = load_model(name, weights=None if name == "lite0" else "none", device=device)
     module = model.module
-    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     layer = model.layers[-1]
     rows = {}
-    for method, refs in references(model, module, x, layer).items():
+    for method, refs in references(model, module, x, layer, perturbation_batch).items():
         if methods is not None and method not in methods:
             continue
         options = EXPENSIVE.get(method, {})
+        if method in ("scorecam", "ablationcam"):
+            options = {**options, "batch_size": perturbation_batch}
         n = max(2, repeats // 3) if method in EXPENSIVE else repeats
         if method in ("scorecam", "ablationcam"):
             n = 1  # seconds to minutes each on a CPU
@@ -139,6 +144,10 @@ def bench_model(name: str, repeats: int, device, methods: list[str] | None = Non
     with torch.inference_mode():
         forward = lambda: module(x)
         forward_ms = interleaved_ms({"forward": forward}, repeats, device)["forward"]
+    notes = ("captum GuidedBackprop/Deconvolution/GuidedGradCam only hook nn.ReLU: on lite0 (ReLU6) they "
+             "compute the plain gradient, so their timing is of a different (unguided) map") if name == "lite0" else ""
+    if not live:
+        return {"forward_inference_ms": forward_ms, "layer": layer, "methods": rows, "notes": notes}
     # The live loop: one saliency_pass per frame (forward with every visualisable layer captured,
     # backward, map). All single-pass methods interleaved so that load hits them alike; each
     # CAM's cost as a ratio to Grad-CAM's.
@@ -148,9 +157,7 @@ def bench_model(name: str, repeats: int, device, methods: list[str] | None = Non
     live = {m: {"ms_per_frame": v, "fps": round(1000 / v, 1), "vs_gradcam": round(v / ms["gradcam"], 2)}
             for m, v in ms.items()}
     return {"forward_inference_ms": forward_ms, "layer": layer, "methods": rows, "live_saliency_pass": live,
-            "notes": ("captum GuidedBackprop/Deconvolution/GuidedGradCam only hook nn.ReLU: on lite0 (ReLU6) they "
-                      "compute the plain gradient, so their timing is of a different (unguided) map")
-            if name == "lite0" else ""}
+            "notes": notes}
 
 
 def main() -> None:
@@ -160,14 +167,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
+    parser.add_argument("--size", type=int, default=224, help="input side in pixels")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="Score-CAM / Ablation-CAM masks per forward, ours and pytorch-grad-cam's alike")
+    parser.add_argument("--no-live", action="store_true", help="skip the live-loop saliency_pass timings")
+    parser.add_argument("--out", default=None, help="also write the JSON to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     warnings.filterwarnings("ignore")  # captum warns on every call about hooks and input requires_grad
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "input": [1, 3, SIZE, SIZE],
-              "models": {name: bench_model(name, args.repeats, device, args.methods) for name in args.models}}
-    print(json.dumps(report, indent=2))
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "input": [1, 3, args.size, args.size],
+              "perturbation_batch_size": args.batch_size,
+              "models": {name: bench_model(name, args.repeats, device, args.methods, args.size, args.batch_size,
+                                           not args.no_live) for name in args.models}}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        write_text(Path(args.out), text + "\n")
 
 
 if __name__ == "__main__":

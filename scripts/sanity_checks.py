@@ -8,7 +8,9 @@ backprop, deconvnet and guided Grad-CAM are expected to fail (the paper's findin
 rules reconstruct the image whatever the weights). Pixel maps are compared as max-over-channels
 |map|, the CAMs as their signed maps at _relu1 (before the ReLU), the rest as they come.
 
-    python scripts/sanity_checks.py [--stages 19] [--methods gradcam lrp_epsilon] [--out sanity.md]
+    python scripts/sanity_checks.py [--stages 19] [--stride 3] [--methods gradcam lrp_epsilon] [--out sanity.md]
+    (--stride k measures after every k-th stage only, each row randomising everything down to it,
+    so the rows still span the logits to the stem)
     (writes sanity.md and sanity.json; expensive methods run with lighter settings, see LIGHT)
 """
 from __future__ import annotations
@@ -54,6 +56,23 @@ def methods_for(names) -> dict:
     return {m: fn(m) for m in names}
 
 
+def strided(stages, stride: int):
+    """Every ``stride``-th cumulative stage and the last, each merged with the stages skipped before
+    it, so that the randomisation still reaches everything above the row's label."""
+    kept, pending = [], []
+    for i, (label, names) in enumerate(stages):
+        pending += names
+        if i % stride == 0 or i == len(stages) - 1:
+            kept.append((label, pending))
+            pending = []
+    return kept
+
+
+def first_changed(rows, method) -> str:
+    """The first (shallowest randomised) stage whose map has |rank correlation| < CHANGED_BELOW, or "never"."""
+    return next((row.randomised for row in rows if abs(row.correlations[method]) < CHANGED_BELOW), "never")
+
+
 def markdown(rows, methods) -> str:
     lines = ["| randomised down to | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
     for row in rows:
@@ -77,6 +96,7 @@ def verdicts(rows, methods) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", type=int, default=None, help="only the first N cascade stages (default: all)")
+    parser.add_argument("--stride", type=int, default=1, help="measure after every k-th stage only (default 1)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help="default: every registered method")
     parser.add_argument("--out", default=None, help="write the table to this .md file and a .json beside it")
     parser.add_argument("--seed", type=int, default=0)
@@ -85,14 +105,15 @@ def main() -> None:
     model = load_model("lite0")
     view = model.preprocess.model_view(np.ascontiguousarray(skimage.data.chelsea()[:, :, ::-1]))
     x = model.input_tensor(view)
-    stages = lite0_cascade(model.module)[: args.stages]
+    stages = strided(lite0_cascade(model.module)[: args.stages], args.stride)
     methods = methods_for(args.methods)
     start = time.perf_counter()
     rows = cascading_randomisation(model.module, x, stages, methods, seed=args.seed)
     table = markdown(rows, list(methods))
     results = verdicts(rows, list(methods))
     summary = (f"\nafter randomising down to {rows[-1].randomised} (|rank correlation| < {CHANGED_BELOW} passes):\n"
-               + "\n".join(f"  {m:24s} {rows[-1].correlations[m]:+.2f}  {v}" for m, v in results.items())
+               + "\n".join(f"  {m:24s} {rows[-1].correlations[m]:+.2f}  {v:16s} changed from {first_changed(rows, m)}"
+                           for m, v in results.items())
                + f"\nfailing: {', '.join(m for m, v in results.items() if 'FAIL' in v) or 'none'}"
                + f"\n({time.perf_counter() - start:.0f} s)\n")
     print(table + summary, end="")
@@ -101,7 +122,8 @@ def main() -> None:
         write_text(out, table + summary)
         write_text(out.with_suffix(".json"), json.dumps(
             {"image": "skimage chelsea", "target": EGYPTIAN_CAT, "seed": args.seed, "layer": LAYER,
-             "rows": [{"randomised": r.randomised, **r.correlations} for r in rows], "verdicts": results},
+             "rows": [{"randomised": r.randomised, **r.correlations} for r in rows], "verdicts": results,
+             "changed_from": {m: first_changed(rows, m) for m in methods}},
             indent=2) + "\n")
 
 
