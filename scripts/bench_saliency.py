@@ -86,19 +86,21 @@ def references(model, module, x, layer, perturbation_batch: int = 32):
         import pytorch_grad_cam as gc
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        thawed = _thawed(module)
         targets = [ClassifierOutputTarget(TARGET)]
         classes = {"gradcam": gc.GradCAM, "gradcam_plus_plus": gc.GradCAMPlusPlus, "xgradcam": gc.XGradCAM,
                    "layercam": gc.LayerCAM, "hirescam": gc.HiResCAM, "gradcam_elementwise": gc.GradCAMElementWise,
                    "eigengradcam": gc.EigenGradCAM, "eigencam": gc.EigenCAM, "scorecam": gc.ScoreCAM,
                    "ablationcam": gc.AblationCAM}
         for method, cls in classes.items():
+            # Each CAM on its own copy: a CAM's hooks store the layer's activation on every forward
+            # of its model, so CAMs sharing one model would keep each other's (gigabytes per Score-CAM).
+            thawed = _thawed(module)
             cam = cls(model=thawed, target_layers=[thawed.get_submodule(layer)])
             if method in ("scorecam", "ablationcam"):
                 cam.batch_size = perturbation_batch
             refs.setdefault(method, {})[f"pytorch_grad_cam.{cls.__name__}"] = (
                 lambda cam=cam: cam(input_tensor=x, targets=targets))
-        fullgrad = gc.FullGrad(model=thawed, target_layers=[])
+        fullgrad = gc.FullGrad(model=_thawed(module), target_layers=[])
         refs["fullgrad"] = {"pytorch_grad_cam.FullGrad": lambda: fullgrad(input_tensor=x, targets=targets)}
     except ImportError:
         pass
