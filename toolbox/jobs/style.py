@@ -101,7 +101,7 @@ def run_texture(style_spec: str, out: str | Path, config: Config, size: int = 25
         result = stylist.texture(size, size, progress=lambda p: bar.update(1))
     with user_write_errors(out):
         write_image(out, rgb01_to_bgr(result.rgb))
-    return StyleRun([out])
+    return StyleRun([out], [f"{note}, resized back to {size}x{size}" for note in result.fallbacks])
 
 
 def run_style(input_spec: str, style_spec: str, out: str | Path, config: Config, settings_changes: dict | None = None,
@@ -166,6 +166,8 @@ def _style_image(image, stylist: Stylist, style_shape, max_side, run: StyleRun, 
     _note(run, _size_note(work.shape, style_shape))
     with tqdm(total=stylist.settings.steps, unit="step", desc="style", disable=not progress or None) as bar:
         result = stylist.stylise(bgr_to_rgb01(work, stylist.model.device), progress=lambda p: bar.update(1))
+    for note in result.fallbacks:
+        _note(run, f"{note}, resized back to {w}x{h}")
     styled = rgb01_to_bgr(result.rgb)
     return cv2.resize(styled, (w, h), interpolation=cv2.INTER_CUBIC) if styled.shape != image.shape else styled
 
