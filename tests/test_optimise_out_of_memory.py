@@ -95,3 +95,26 @@ def test_texture_octaves_after_a_fallback_run_at_the_smaller_scale(lite0, cat):
     assert net.sizes == [(64, 64), (64, 64), (48, 48), (48, 48)]
     assert result.fallbacks == ["out of GPU memory at 96x96: continued at 48x48"]
     assert result.size == (48, 48) and result.rgb.shape == (1, 3, 96, 96)
+
+
+def test_invert_and_style_commands_say_at_which_size_they_ran(lite0, cat_bgr, tmp_path, monkeypatch):
+    import toolbox.analysis.style as style_module
+    import toolbox.jobs.invert as invert_job
+    from toolbox.config import load_config
+    from toolbox.jobs.style import run_style
+
+    class CappedGradient(FeatureGradient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            capped(self, 64 * 48)
+
+    monkeypatch.setattr(invert_job, "FeatureGradient", CappedGradient)
+    monkeypatch.setattr(style_module, "FeatureGradient", CappedGradient)
+    photo = tmp_path / "cat.png"
+    cv2.imwrite(str(photo), cv2.resize(cat_bgr, (128, 96), interpolation=cv2.INTER_AREA))
+    run = invert_job.run_invert(str(photo), tmp_path / "inv.png", load_config(), LAYER, 128,
+                                InversionSettings(steps=2), progress=False)
+    assert run.notes == [f"{LAYER}: out of GPU memory at 128x96: continued at 64x48, resized back to 128x96"]
+    assert cv2.imread(str(run.written)).shape == (96, 128, 3)
+    styled = run_style(str(photo), str(photo), tmp_path / "styled.png", load_config(), {"steps": 2}, progress=False)
+    assert "out of GPU memory at 128x96: continued at 64x48, resized back to 128x96" in styled.notes

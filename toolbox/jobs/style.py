@@ -177,9 +177,15 @@ def _style_video(spec: str, out: Path, stylist: Stylist, style_shape, max_side, 
     target = out if out.suffix.lower() in VIDEO_SUFFIXES else out / f"{Path(spec).stem}-style.mp4"
     steps = video_steps if video_steps is not None else max(1, stylist.settings.steps // 3)
 
+    stylers: list[LiveStylist] = []
+
     def styler_for(first, stack):
         _note(run, _size_note(first.shape, style_shape))
-        return LiveStylist(stylist, steps=steps, max_side=max_side or None).step
+        stylers.append(LiveStylist(stylist, steps=steps, max_side=max_side or None))
+        return stylers[-1].step
 
-    return map_video(spec, target, styler_for, max_frames, progress, "style",
-                     "deepvis style takes a file, folder or video; for a camera use 'deepvis live' and its Y key")
+    written = map_video(spec, target, styler_for, max_frames, progress, "style",
+                        "deepvis style takes a file, folder or video; for a camera use 'deepvis live' and its Y key")
+    for note in (note for styler in stylers for note in styler.fallbacks):
+        _note(run, f"{note} (that frame and the following ones), resized back to the video's size")
+    return written
