@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from toolbox.analysis.dream import DreamEngine, default_layers, preset
+from toolbox.analysis.inversion import InversionSettings, invert
 from toolbox.analysis.onnx_frame_analysis import OnnxFrameAnalyser, TorchFrameAnalyser
 from toolbox.analysis.saliency import saliency_pass
+from toolbox.analysis.style import StyleSettings, Stylist
 from toolbox.app.compute import LiveCompute
 from toolbox.app.state import AppState
 from toolbox.app.threads import Captured
@@ -111,6 +113,29 @@ def test_dream_out_of_memory_under_a_real_cap_falls_back_to_tiles(cuda_lite0):
     assert grad.shape == rgb.shape and torch.isfinite(grad).all() and torch.isfinite(objective)
     for corner in (grad[..., :256, :256], grad[..., -256:, -256:], grad[..., :256, -256:], grad[..., -256:, :256]):
         assert float(corner.abs().sum()) > 0  # every tile delivered its part
+
+
+@pytest.mark.parametrize("objective", ["inversion", "style"])
+def test_whole_image_objective_out_of_memory_under_a_real_cap_continues_at_a_smaller_size(cuda_lite0, objective):
+    torch.manual_seed(0)
+    rgb = torch.rand(1, 3, 3072, 4096, device="cuda")  # 12.5 Mpx: the gradient pass saves tens of GB
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(rgb.device).total_memory
+    cap = torch.cuda.memory_reserved() + 3 * 2**30  # room for the image, its targets and a forward without grad
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+    try:
+        if objective == "inversion":
+            result = invert(rgb, cuda_lite0, "_blocks.4", InversionSettings(steps=1))
+        else:
+            with Stylist(cuda_lite0, rgb[..., :512, :512], StyleSettings(steps=1)) as stylist:
+                result = stylist.stylise(rgb)
+        torch.cuda.synchronize()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert result.fallbacks and result.fallbacks[0].startswith("out of GPU memory at 4096x3072: continued at 2048x1536")
+    assert max(result.size) < 4096 and result.steps_done == 1
+    assert result.rgb.shape == rgb.shape and torch.isfinite(result.rgb).all()
 
 
 @pytest.mark.parametrize("method", ["gradient", "guided", "deconvnet", "input_x_gradient", "gradcam", "guided_gradcam"])

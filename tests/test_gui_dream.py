@@ -25,24 +25,35 @@ ACCENT = hex_colour(CONFIG.live.accent_colour)  # the task progress bars' fill
 CAPTION = 40  # rows at the top of the dream pane that carry its caption
 
 
-@pytest.fixture(scope="module")
-def app(xvfb, tmp_path_factory):
-    """One app for both tests (start-up dominates their time). 500 steps of one octave on _blocks.2:
-    several seconds on a CPU, long enough to cancel, short enough to wait for."""
-    cwd = tmp_path_factory.mktemp("dream")
-    (cwd / "dream.yaml").write_text("dream: {steps: 500, octaves: 1}\nunits: {size: 16, steps: 2}\n")
+def demo_app(xvfb, cwd, config: str) -> LiveApp:
+    """`deepvis live demo` on _blocks.2 with ``config`` as a --config overlay (cwd/overlay.yaml), outputs in
+    cwd/out, unit images in cwd/cache (out of the user's cache); returned once the first activations show."""
+    (cwd / "overlay.yaml").write_text(config)
     env = dict(xvfb.env)
-    xvfb.env["DEEPVIS_CACHE"] = str(cwd / "cache")  # the unit column's images stay out of the user's cache
+    xvfb.env["DEEPVIS_CACHE"] = str(cwd / "cache")
     try:
-        live = LiveApp(xvfb, ["demo", "--layer", "_blocks.2", "--config", str(cwd / "dream.yaml"),
+        live = LiveApp(xvfb, ["demo", "--layer", "_blocks.2", "--config", str(cwd / "overlay.yaml"),
                               "--out", str(cwd / "out")], cwd)
     finally:
         xvfb.env.clear()
         xvfb.env.update(env)
     live.shots, live.out = cwd, cwd / "out"
-    live.wait_window()
-    live.wait_for(lambda: len(np.unique(region(live.capture(cwd / "s.png"), PANES["mosaic"]).reshape(-1, 3),
-                                        axis=0)) > 50, 60, 0.3, "the first activations")
+    try:
+        live.wait_window()
+        live.wait_for(lambda: len(np.unique(region(live.capture(cwd / "s.png"), PANES["mosaic"]).reshape(-1, 3),
+                                            axis=0)) > 50, 60, 0.3, "the first activations")
+    except BaseException:
+        live.stop()
+        raise
+    return live
+
+
+@pytest.fixture(scope="module")
+def app(xvfb, tmp_path_factory):
+    """One app for both tests (start-up dominates their time). 500 steps of one octave on _blocks.2:
+    several seconds on a CPU, long enough to cancel, short enough to wait for."""
+    live = demo_app(xvfb, tmp_path_factory.mktemp("dream"),
+                    "dream: {steps: 500, octaves: 1}\nunits: {size: 16, steps: 2}\n")
     yield live
     live.stop()
 

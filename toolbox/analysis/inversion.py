@@ -18,7 +18,7 @@ from toolbox.analysis.objectives.inversion import ALPHA_LAMBDA, InversionObjecti
 from toolbox.analysis.optimise.features import FeatureGradient
 from toolbox.analysis.optimise.loop import Optimiser
 from toolbox.analysis.optimise.network import LOGITS
-from toolbox.analysis.optimise.param import Pixels
+from toolbox.analysis.optimise.octaves import resize
 from toolbox.analysis.optimise.progress import CancelSignal, seeded
 from toolbox.analysis.optimise.steps import Adam
 from toolbox.errors import DeepvisError
@@ -47,6 +47,8 @@ class InversionResult:
     steps_done: int = 0
     cancelled: bool = False
     seconds: float = 0.0
+    size: tuple[int, int] = (0, 0)  # (H, W) optimised at: the input's, or smaller after running out of GPU memory
+    fallbacks: list[str] = field(default_factory=list)  # what the out-of-memory policy did, in order
 
 
 def layer_depth(model: LoadedModel, layer: str) -> float:
@@ -68,7 +70,9 @@ def invert(rgb: torch.Tensor, model: LoadedModel, layer: str, settings: Inversio
     """Reconstruct (1, 3, H, W) RGB [0, 1] ``rgb`` from its activation at ``layer``.
 
     progress(Progress) after each step; cancel checked before each step (the result then holds the
-    partial reconstruction, ``cancelled=True``). Same seed, same result (CPU)."""
+    partial reconstruction, ``cancelled=True``). Same seed, same result (CPU). Out of GPU memory,
+    the engine continues at half the size with Φ0 recomputed there (the regularisers are
+    normalised by H·W); the result is resized back to the input's size."""
     start = time.perf_counter()
     s = settings
     own = oracle is None
@@ -78,14 +82,20 @@ def invert(rgb: torch.Tensor, model: LoadedModel, layer: str, settings: Inversio
         if target.pow(2).sum() == 0:
             raise DeepvisError(f"layer '{layer}' is all zero for this image: pick another layer or image")
         tv = s.tv_lambda if s.tv_lambda is not None else tv_lambda_for_depth(layer_depth(model, layer))
-        oracle.objective = InversionObjective(layer, target, tv, s.alpha_lambda)
+        objective = oracle.objective = InversionObjective(layer, target, tv, s.alpha_lambda)
         generator = seeded(s.seed)
-        pixels = Pixels(noise_start(*rgb.shape[-2:], s.noise_std, generator).to(model.device))
+        size = tuple(rgb.shape[-2:])
+        start_rgb = noise_start(*size, s.noise_std, generator).to(model.device)
+
+        def retarget(working: tuple[int, int]) -> None:
+            objective.target = oracle.features(resize(rgb, working))[layer]
+
+        optimiser = Optimiser(oracle, Adam(s.lr, (0.0, 1.0)), s.jitter, shrinkable=True, retarget=retarget)
         with torch.enable_grad(), torch.inference_mode(False):
-            values, cancelled = Optimiser(oracle, Adam(s.lr, (0.0, 1.0)), s.jitter).run(
-                pixels, s.steps, generator, cancel, progress)
-        return InversionResult(pixels.rgb.detach().cpu(), layer, [-float(v) for v in values], len(values), cancelled,
-                               time.perf_counter() - start)
+            out, done, cancelled, values = optimiser.run_octaves(start_rgb, [size], s.steps, generator,
+                                                                 cancel=cancel, progress=progress)
+        return InversionResult(out.detach().cpu(), layer, [-v for v in values], done, cancelled,
+                               time.perf_counter() - start, optimiser.working_size(size), optimiser.fallbacks)
     finally:
         if own:
             oracle.close()

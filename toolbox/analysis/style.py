@@ -91,6 +91,8 @@ class StyleResult:
     steps_done: int = 0
     cancelled: bool = False
     seconds: float = 0.0
+    size: tuple[int, int] = (0, 0)  # (H, W) of the last level as optimised (smaller after running out of GPU memory)
+    fallbacks: list[str] = field(default_factory=list)  # what the out-of-memory policy did, in order
 
 
 class Stylist:
@@ -122,14 +124,24 @@ class Stylist:
         return StyleObjective(self.style_targets, self.content, target, s.style_weight, s.content_weight,
                               s.tv_weight if content_rgb is not None else 0.0)
 
-    def _run(self, start: torch.Tensor, sizes, steps: int, generator, progress, cancel) -> StyleResult:
+    def _run(self, start: torch.Tensor, sizes, steps: int, generator, progress, cancel,
+             content_rgb: torch.Tensor | None = None) -> StyleResult:
+        """Out of GPU memory the engine continues at half the size: the Gram targets are means over
+        positions (size-free), the content target is recomputed from the content at that size."""
         began = time.perf_counter()
-        optimiser = Optimiser(self.oracle, lambda: Adam(self.settings.lr, (0.0, 1.0)), fresh_rule_per_octave=True)
+        objective = self.oracle.objective
+
+        def retarget(size: tuple[int, int]) -> None:
+            if content_rgb is not None:
+                objective.content_target = self.oracle.features(resize(content_rgb, size))[self.content]
+
+        optimiser = Optimiser(self.oracle, lambda: Adam(self.settings.lr, (0.0, 1.0)), fresh_rule_per_octave=True,
+                              shrinkable=True, retarget=retarget)
         with torch.enable_grad(), torch.inference_mode(False):
             out, done, cancelled, values = optimiser.run_octaves(start.to(self.model.device), sizes, steps, generator,
                                                                  "resize", cancel, progress)
         return StyleResult(out.clamp(0, 1).detach().cpu(), [-v for v in values], done, cancelled,
-                           time.perf_counter() - began)
+                           time.perf_counter() - began, optimiser.working_size(sizes[-1]), optimiser.fallbacks)
 
     def texture(self, height: int, width: int, steps: int | None = None, progress=None,
                 cancel: CancelSignal = None) -> StyleResult:
@@ -149,7 +161,7 @@ class Stylist:
         self.oracle.objective = self.objective(content_rgb)
         first = (content_rgb if start is None else start.to(self.model.device).float()).clone()
         return self._run(first, [tuple(content_rgb.shape[-2:])], s.steps if steps is None else steps,
-                         seeded(s.seed), progress, cancel)
+                         seeded(s.seed), progress, cancel, content_rgb)
 
     def close(self) -> None:
         self.oracle.close()
@@ -176,6 +188,7 @@ class LiveStylist:
         self.steps = steps
         self.first_steps = first_steps if first_steps is not None else stylist.settings.steps
         self.max_side = max_side
+        self.fallbacks: list[str] = []  # out-of-memory fallbacks so far (they lower max_side)
         self.warper = FlowWarper(flow)
         self.rate = FrameRate()
         self.reset()
@@ -197,6 +210,8 @@ class LiveStylist:
             seed = temporal_seed(work, self._prev_frame, self._prev_styled, self.warper, blend=1.0)
             start, steps = bgr_to_rgb01(np.round(seed).astype(np.uint8)), self.steps
         result = self.stylist.stylise(content, start, steps, progress, cancel)
+        if result.fallbacks:  # out of GPU memory: the following frames start at the size that fitted
+            self.max_side, self.fallbacks = max(result.size), self.fallbacks + result.fallbacks
         styled = rgb01_to_bgr(result.rgb)
         self._prev_frame, self._prev_styled = work, styled
         self.rate.tick()

@@ -369,7 +369,9 @@ class LiveApp:
         res_seq, result = self.results.get()
         status = self._status_text(result)
         active = [(h.label, h.progress) for h in self.tasks.active() if h.cancellable and not h.abandoned]
-        key = (cap_seq, res_seq, self.state, status, tuple(active), self.capture.status)
+        # tasks.version: a task's end or report changes what the pane providers show (a cancelled inversion's
+        # partial picture, each stylised frame) even when nothing else on screen changed (a frozen input)
+        key = (cap_seq, res_seq, self.state, status, tuple(active), self.capture.status, self.tasks.version)
         if key == self._drawn_key and not force:
             return None
         image = self._base(result, res_seq).copy()

@@ -139,15 +139,18 @@ class LiveStyle:
     def _invert(self, task: TaskContext, shot: Shot) -> Path | None:
         lower_priority()
         last = [0.0]
+        layer = shot.label
 
         def progress(p) -> None:
+            if p.size is not None and p.size != shot.source.shape[:2]:  # out of GPU memory: the caption says the size
+                shot.label = f"{layer} at {p.size[1]}x{p.size[0]}"
             now = time.monotonic()
             if now - last[0] >= REPORT_EVERY_S:
                 last[0] = now
                 task.report(p.fraction)
 
         try:
-            result = invert(bgr_to_rgb01(shot.source, self.model.device), self.model, shot.label,
+            result = invert(bgr_to_rgb01(shot.source, self.model.device), self.model, layer,
                             InversionSettings(steps=self.config.invert_steps), progress, task.cancelled)
         except Exception as exc:
             shot.error = f"{type(exc).__name__}: {exc}"
@@ -190,7 +193,8 @@ class LiveStyle:
                 out = styler.step(np.ascontiguousarray(image[:, ::-1]) if mirror else image, cancel=stop)
                 if stop():
                     break
-                self.live = StyledFrame(out, styler.fps, path.stem)
+                size = f" at {styler.max_side} px" if styler.fallbacks else ""  # out of GPU memory: smaller
+                self.live = StyledFrame(out, styler.fps, path.stem + size)
                 done += 1
                 self.live_frames += 1
                 task.report(0.0)

@@ -33,6 +33,8 @@ def cmd_texture(args) -> int:
     from toolbox.jobs.style import run_texture
 
     run = run_texture(args.style, args.out, config_from_args(args), args.size, _changes(args), progress=not args.quiet)
+    for note in run.notes:
+        print(f"deepvis: {note}")
     print(f"wrote {run.written[0]}")
     return 0
 

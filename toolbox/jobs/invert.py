@@ -108,6 +108,7 @@ def run_invert(input_spec: str, out: str | Path, config: Config, layers: str | N
                     bar.update(settings.steps)
                     continue
                 result = invert(rgb, model, layer, settings, progress=lambda p: bar.update(1), oracle=oracle)
+            run.notes += [f"{layer}: {note}, resized back to {w}x{h}" for note in result.fallbacks]
             run.psnr[layer] = psnr(result.rgb, rgb.cpu())
             pictures.append(rgb01_to_bgr(result.rgb))
     if len(names) == 1:

@@ -101,7 +101,7 @@ def run_texture(style_spec: str, out: str | Path, config: Config, size: int = 25
         result = stylist.texture(size, size, progress=lambda p: bar.update(1))
     with user_write_errors(out):
         write_image(out, rgb01_to_bgr(result.rgb))
-    return StyleRun([out])
+    return StyleRun([out], [f"{note}, resized back to {size}x{size}" for note in result.fallbacks])
 
 
 def run_style(input_spec: str, style_spec: str, out: str | Path, config: Config, settings_changes: dict | None = None,
@@ -166,6 +166,8 @@ def _style_image(image, stylist: Stylist, style_shape, max_side, run: StyleRun, 
     _note(run, _size_note(work.shape, style_shape))
     with tqdm(total=stylist.settings.steps, unit="step", desc="style", disable=not progress or None) as bar:
         result = stylist.stylise(bgr_to_rgb01(work, stylist.model.device), progress=lambda p: bar.update(1))
+    for note in result.fallbacks:
+        _note(run, f"{note}, resized back to {w}x{h}")
     styled = rgb01_to_bgr(result.rgb)
     return cv2.resize(styled, (w, h), interpolation=cv2.INTER_CUBIC) if styled.shape != image.shape else styled
 
@@ -175,9 +177,15 @@ def _style_video(spec: str, out: Path, stylist: Stylist, style_shape, max_side, 
     target = out if out.suffix.lower() in VIDEO_SUFFIXES else out / f"{Path(spec).stem}-style.mp4"
     steps = video_steps if video_steps is not None else max(1, stylist.settings.steps // 3)
 
+    stylers: list[LiveStylist] = []
+
     def styler_for(first, stack):
         _note(run, _size_note(first.shape, style_shape))
-        return LiveStylist(stylist, steps=steps, max_side=max_side or None).step
+        stylers.append(LiveStylist(stylist, steps=steps, max_side=max_side or None))
+        return stylers[-1].step
 
-    return map_video(spec, target, styler_for, max_frames, progress, "style",
-                     "deepvis style takes a file, folder or video; for a camera use 'deepvis live' and its Y key")
+    written = map_video(spec, target, styler_for, max_frames, progress, "style",
+                        "deepvis style takes a file, folder or video; for a camera use 'deepvis live' and its Y key")
+    for note in (note for styler in stylers for note in styler.fallbacks):
+        _note(run, f"{note} (that frame and the following ones), resized back to the video's size")
+    return written

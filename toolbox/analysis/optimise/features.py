@@ -5,7 +5,8 @@
 maps each layer to its (1, C, h, w) fp32 activation (or (1, K) logits). The network is cut at
 the deepest layer (optimise/network.py: BN folded, fused conv+ReLU6 on lite0); on CUDA the
 forward runs in bf16 (optimise/device.py). Untiled: Gram and feature-distance objectives are not
-sums over positions, so the tiling of optimise/tiling.py does not apply to them.
+sums over positions, so the tiling of optimise/tiling.py does not apply to them; out of memory
+propagates to the loop, which continues at a smaller working size (optimise/loop.py).
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from toolbox.analysis.optimise.device import OOM_ERRORS, InputMap, autocast
+from toolbox.analysis.optimise.device import InputMap, autocast
 from toolbox.analysis.optimise.network import CutNetwork
-from toolbox.errors import DeepvisError
 from toolbox.models.registry import LoadedModel
 
 FeatureObjective = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
@@ -38,17 +38,11 @@ class FeatureGradient:
 
     def __call__(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rgb = rgb.detach().requires_grad_(True)
-        try:
-            inp = self.input_map.input(rgb)
-            with autocast(self.device):
-                acts = self.net(inp)
-            value = self.objective({n: a.float() for n, a in acts.items()}, rgb)
-            g_inp, g_rgb = torch.autograd.grad(value, [inp, rgb], allow_unused=True)
-        except OOM_ERRORS:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            h, w = rgb.shape[-2:]
-            raise DeepvisError(f"out of GPU memory at {w}x{h}: use --size smaller or --device cpu") from None
+        inp = self.input_map.input(rgb)
+        with autocast(self.device):
+            acts = self.net(inp)
+        value = self.objective({n: a.float() for n, a in acts.items()}, rgb)
+        g_inp, g_rgb = torch.autograd.grad(value, [inp, rgb], allow_unused=True)
         grad = self.input_map.rgb_gradient(g_inp)
         if g_rgb is not None:
             grad += g_rgb

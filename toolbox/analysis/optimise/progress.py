@@ -12,7 +12,7 @@ CancelSignal = Union[threading.Event, Callable[[], bool], None]
 
 @dataclass(frozen=True)
 class Progress:
-    """Reported after every step: octave k of n (0-based), step i of steps, overall done/total."""
+    """Reported after every step: octave k of n (0-based), step i of steps, overall done/total, working size."""
 
     octave: int
     octaves: int
@@ -21,6 +21,7 @@ class Progress:
     done: int
     total: int
     objective: float | None = None  # only filled when the caller asks (it costs a device sync)
+    size: tuple[int, int] | None = None  # (H, W) the pixels are optimised at (smaller after an out-of-memory fallback)
 
     @property
     def fraction(self) -> float:
