@@ -18,7 +18,8 @@ catches ``nn.ReLU`` / ``nn.ReLU6`` / ``nn.Hardtanh(0, hi)`` modules (whose forwa
 ``F.relu`` / ``F.hardtanh``), modules reused several times, and functional ``F.relu``,
 ``torch.relu``, ``Tensor.relu``, their in-place forms, ``F.relu6`` and ``F.hardtanh``.
 In-place calls stay in place (the input is rectified and returned, as autograd's own in-place
-forms do), so model code that ignores the return value of ``x.relu_()`` keeps working. No module is swapped and no hook is left behind.
+forms do), so model code that ignores the return value of ``x.relu_()`` keeps working. No module
+is swapped and no hook is left behind.
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class _Rectify(torch.autograd.Function):
     tensor native autograd saves for the same call (the output of ReLU and of every in-place form,
     the input of out-of-place hardtanh / ReLU6): a model that works under autograd works here, and
     an in-place call needs no copy of its input. Each rule is one fused aten gate
-    (threshold_backward / hardtanh_backward) into a new tensor, rectified in place for guided.
+    (threshold_backward / hardtanh_backward) into a new tensor, rectified in place for guided and
+    deconv (max(g * gate, 0) == max(g, 0) * gate): one new tensor per call and rule.
     """
 
     @staticmethod
@@ -88,7 +90,7 @@ class _Rectify(torch.autograd.Function):
             gated = torch.ops.aten.hardtanh_backward(grad, saved, 0.0, hi)  # g * [0 < x < hi]
         else:
             gated = torch.ops.aten.threshold_backward(grad, saved, 0.0)  # g * [x > 0]
-        # max(g * gate, 0) == max(g, 0) * gate; gated is a new tensor, so rectifying it in place is safe
+        # gated is our own new tensor (the incoming grad may be shared), so rectify it in place
         return (gated.clamp_min_(0) if rule == "guided" else gated), None, None, None
 
 
