@@ -47,16 +47,10 @@ def network(random_model, lite0):
 
 
 @pytest.fixture(scope="module")
-def thawed_copy(network):
+def thawed_copy(trainable_random_model, lite0):
     """Trainable copies for pytorch-grad-cam (it refuses frozen models), one per architecture."""
-    cache = {}
-
-    def make(name):
-        if name not in cache:
-            cache[name] = copy.deepcopy(network(name)).requires_grad_(True)
-        return cache[name]
-
-    return make
+    thawed_lite0 = copy.deepcopy(lite0.module).requires_grad_(True)
+    return lambda name: thawed_lite0 if name == "lite0" else trainable_random_model(name)
 
 
 def one_channel_at_a_time(model: nn.Module, x: torch.Tensor, target: Target, layer: str, value_of) -> torch.Tensor:
