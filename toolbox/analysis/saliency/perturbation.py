@@ -140,22 +140,31 @@ def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: st
     """(h, w) Ablation-CAM (Desai & Ramaswamy 2020) at ``layer``'s resolution, >= 0 (signed
     with relu=False), unnormalised:
     channels weighted by (score - score with the channel ablated) / score. An ablated channel is
-    set to 0 when the layer's minimum is 0 (a ReLU output), else to that minimum - 1e7, as
-    pytorch-grad-cam's AblationLayer. Equals its AblationCAM before normalisation and resizing on
-    ReLU-output layers (on others it lowers the value further for each later image of a batch).
+    set to 0 when the layer's minimum is 0 (a ReLU output), else to that minimum - 1e7 (the value
+    of pytorch-grad-cam's AblationLayer), the same value for every channel whatever the batch size.
+
+    Equals pytorch-grad-cam's AblationCAM before its normalisation and resizing on ReLU outputs at
+    any batch size, and on every layer when it runs with batch_size=1. Its batches differ on other
+    layers: AblationLayer writes the copies of a batch one after another and takes the minimum of
+    the whole batch afresh for each, a minimum that already includes the copies written before, so
+    copy i of a batch (channel c at i = c mod batch_size) gets minimum - (i + 1) * 1e7 and a
+    channel's weight depends on its place in the batch. Where a ReLU follows the layer every such
+    value is clipped to the same 0 and the maps agree (resnet18's ``layer2.0.downsample``); where the
+    value reaches the score linearly (a MobileNetV3 linear bottleneck through its skip) they do not
+    (0.97 of the map's maximum apart at ``features.6`` of a random-weight mobilenet_v3_large, batch 32).
 
     Only the network after ``layer`` runs per batch of ablations: the layer's output is replaced
     by ``batch_size`` ablated copies of it while the layers before see x once (broadcast over
     the batch); models whose later code mixes the batch with earlier tensors in a way that does
     not broadcast get the whole network per batch instead."""
     activation, target, original = _layer_and_score(model, x, target, layer)
-    a = activation.float()
+    a = activation.to(torch.promote_types(activation.dtype, torch.float32))
     channels = a.shape[1]
     low = float(a.min())
     value = 0.0 if low == 0 else low - 1e7
     replace = _Replace()
     handle = resolve_module(model, layer).register_forward_hook(replace)
-    scores = torch.empty(channels, device=x.device)
+    scores = torch.empty(channels, dtype=a.dtype, device=x.device)
     try:
         for start in range(0, channels, batch_size):
             index = torch.arange(start, min(start + batch_size, channels), device=x.device)
@@ -168,7 +177,7 @@ def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: st
                 chunk = None
             if chunk is None or chunk.shape[0] != len(index):
                 chunk = target_scores_of(model, x.expand(len(index), -1, -1, -1), target)
-            scores[index] = chunk.float()
+            scores[index] = chunk.to(a.dtype)
     finally:
         handle.remove()
     weights = (original - scores) / original
