@@ -97,20 +97,11 @@ def test_occlusion_equals_captum_with_cropped_last_window(random_model, image, n
         assert_relative(ours, reference[0, channel])
 
 
-def test_smoothgrad_equals_captum_noise_tunnel_with_same_noise(random_model, image, monkeypatch):
+def test_smoothgrad_equals_captum_noise_tunnel_with_same_noise(random_model, image, run_recording_noise):
     model = random_model("resnet18").module
-    drawn = []
-    normal = torch.normal
-
-    def recording_normal(*args, **kwargs):
-        drawn.append(normal(*args, **kwargs))
-        return drawn[-1]
-
-    monkeypatch.setattr(torch, "normal", recording_normal)
-    reference = captum_attr.NoiseTunnel(captum_attr.Saliency(model)).attribute(
-        image, nt_type="smoothgrad", nt_samples=6, stdevs=0.3, target=TARGET, abs=False)
-    monkeypatch.undo()
-    ours = saliency_map(model, image, "smoothgrad", TARGET, noise=torch.cat(drawn), batch_size=4)
+    reference, noise = run_recording_noise(lambda: captum_attr.NoiseTunnel(captum_attr.Saliency(model)).attribute(
+        image, nt_type="smoothgrad", nt_samples=6, stdevs=0.3, target=TARGET, abs=False))
+    ours = saliency_map(model, image, "smoothgrad", TARGET, noise=noise, batch_size=4)
     assert_relative(ours, reference[0])
 
 
