@@ -1,9 +1,11 @@
-"""Activation capture: forward hooks that are always removed."""
+"""Activation capture: forward hooks that are always removed, and hooks that act only for the thread
+that placed them (the live window runs forwards of one shared model from several threads)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -81,10 +83,37 @@ class ActivationCapture:
 
 
 def forward_with_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]):
-    """(logits, {layer: activation}) for one forward pass without gradients."""
-    with torch.inference_mode(), ActivationCapture(model, layers) as capture:
+    """(logits, {layer: activation}) for one forward pass without gradients; forwards that other
+    threads run on the same model meanwhile are neither recorded nor touched."""
+    with torch.inference_mode(), ActivationCapture(model, layers, gated=True) as capture, capture.recording():
         logits = model(x)
     return logits, capture.activations
+
+
+def register_own_forward_hook(module: nn.Module, hook: Callable):
+    """``module.register_forward_hook(hook)`` for the calling thread's forwards only: a forward that
+    another thread runs on the same module meanwhile passes through untouched. Returns the handle."""
+    owner = threading.get_ident()
+
+    def own(mod, inputs, output):
+        return hook(mod, inputs, output) if threading.get_ident() == owner else None
+
+    return module.register_forward_hook(own)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
+def hook_free_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` without the hooks others placed on it (parameters, buffers and
+    requires_grad flags copied): work that alters a model while it runs (LRP's rule hooks and
+    folded BatchNorms) or forwards it from another thread runs on such a copy."""
+    clone = copy.deepcopy(model)
+    for m in clone.modules():
+        for hooks in _HOOK_DICTS:
+            getattr(m, hooks, {}).clear()
+    return clone
 
 
 def has_hooks(model: nn.Module) -> bool:

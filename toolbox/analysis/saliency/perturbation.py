@@ -16,7 +16,7 @@ from torch import nn
 
 from toolbox.analysis.saliency.cams import require_spatial
 from toolbox.analysis.saliency.targets import Target, UnitTarget, resolve_top1, target_scores, target_scores_of
-from toolbox.models.capture import forward_with_activations, resolve_module
+from toolbox.models.capture import forward_with_activations, register_own_forward_hook, resolve_module
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -101,7 +101,8 @@ def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, 
 
 
 class _Replace:
-    """Forward hook handing the network ``value`` instead of the module's output."""
+    """Forward hook handing the network ``value`` instead of the module's output (registered for
+    the calling thread's forwards only)."""
 
     def __init__(self):
         self.value: torch.Tensor | None = None
@@ -139,7 +140,7 @@ def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: st
     low = float(a.min())
     value = 0.0 if low == 0 else low - 1e7
     replace = _Replace()
-    handle = resolve_module(model, layer).register_forward_hook(replace)
+    handle = register_own_forward_hook(resolve_module(model, layer), replace)
     scores = torch.empty(channels, dtype=a.dtype, device=x.device)
     try:
         for start in range(0, channels, batch_size):
