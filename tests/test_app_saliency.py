@@ -218,6 +218,25 @@ def test_rise_reports_real_progress_and_turning_the_overlay_off_abandons_it(app,
     fresh.join(30)
 
 
+def test_scorecam_reports_progress_per_batch_and_stops_on_esc(app, cat_bgr):
+    """Score-CAM's masked forwards run on an inference copy without the task model's cancel hook:
+    its progress callback reports each batch and is where Esc takes effect."""
+    state = with_(app, overlay="scorecam", extras={TARGET: ("class",)})
+    app.compute(captured(cat_bgr), state)
+    handle = app.tasks.latest(TASK)
+    assert handle.label == "Score-CAM"
+    seen = set()
+    deadline = time.monotonic() + 90
+    while handle.running and time.monotonic() < deadline and len(seen) < 2:
+        if 0 < handle.progress < 1:
+            seen.add(round(handle.progress, 3))
+        time.sleep(0.01)
+    assert len(seen) >= 2, "Score-CAM's bar never moved between 0 and 100 %"
+    app.tasks.cancel(TASK)
+    handle.join(15)
+    assert handle.status == "cancelled" and not handle.running
+
+
 def re_age(text: str) -> float:
     import re
 

@@ -323,14 +323,17 @@ class LiveSaliency:
         else:
             model = self.task_model()
             forward, x = model.module, model.input_tensor(view)
+        # Reported after every batch; the check also stops forwards that bypass the task model's
+        # hook (Score-CAM's masked images go through an inference copy of it).
+        progress = lambda done: (task.report(done), task.check())  # noqa: E731
         with torch.inference_mode(method in GRADIENT_FREE):
             if method == "rise":
                 saliency = rise_saliency(forward, x, getattr(target, "index", None), count=self.config.rise_masks,
                                          batch_size=32, progress=task.report)
             elif method == "occlusion" and self.model.module is None:
-                saliency = occlusion(forward, x, getattr(target, "index", None), **defaults)
+                saliency = occlusion(forward, x, getattr(target, "index", None), progress=progress, **defaults)
             else:
-                saliency = saliency_map(model, x, method, target, layer=layer)
+                saliency = saliency_map(model, x, method, target, layer=layer, progress=progress)
         if isinstance(target, ClassTarget) and target.index is None:
             with torch.inference_mode():
                 self._note_class(target, torch.as_tensor(forward(x)[0].argmax()))

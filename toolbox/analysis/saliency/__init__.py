@@ -17,7 +17,7 @@ toolbox.render.heatmap turns any of them into a picture.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -147,7 +147,7 @@ def _score_forward(module: nn.Module, target: Target):
 
 
 def saliency_map(model, x: torch.Tensor, method: str, /, target=None, layer: str | None = None,
-                 **options) -> torch.Tensor:
+                 progress: Callable[[float], None] | None = None, **options) -> torch.Tensor:
     """The ``method`` map of image ``x`` (1, 3, H, W) for ``target`` (see ``as_target``: None for
     top-1, a class index or name, a UnitTarget). model: LoadedModel or nn.Module.
     layer: the CAMs' layer (default: the model's deepest visualisable layer).
@@ -155,10 +155,14 @@ def saliency_map(model, x: torch.Tensor, method: str, /, target=None, layer: str
     baseline/batch_size; smoothgrad, squaregrad, vargrad samples/sigma/noise/batch_size/base (the
     method they average: gradient, input_x_gradient, guided, deconvnet, an lrp_* or a gradient
     CAM); gradcam and the gradient CAMs relu; lrp_* epsilon; scorecam/ablationcam batch_size.
+    progress: the expensive methods call it with the fraction done after each batch of forwards
+    (it may raise to stop them); single-pass methods ignore it.
     Returns (3, H, W) for pixel methods, (H, W) for occlusion and FullGrad, (h, w) at the layer's
     resolution for the CAMs.
     """
     info = method_info(method)
+    if info.expensive:
+        options["progress"] = progress
     module, categories, layers = _module_and_categories(model)
     target = as_target(target, categories)
     options = {**dict(info.defaults), **options}

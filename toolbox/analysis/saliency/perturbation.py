@@ -29,7 +29,8 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 @torch.no_grad()
 def occlusion(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: int | None,
-              window: int = 16, stride: int = 8, baseline: float = 0.0, batch_size: int = 64) -> torch.Tensor:
+              window: int = 16, stride: int = 8, baseline: float = 0.0, batch_size: int = 64,
+              progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """(H, W) occlusion map for one image.
 
     forward: (B, 3, H, W) model input -> (B, classes) scores; called with at most ``batch_size``
@@ -39,6 +40,7 @@ def occlusion(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     baseline: occluder value in model-input units.
     Value at a pixel: mean over the windows covering it of score(x) - score(x occluded), as captum
     Occlusion(sliding_window_shapes=(3, window, window), strides=(3, stride, stride)) returns per channel.
+    progress: called with the fraction of windows done after each batch (it may raise to stop).
     """
     height, width = x.shape[-2:]
     base_scores = forward(x)
@@ -57,6 +59,8 @@ def occlusion(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
         for drop, (top, left) in zip(drops.tolist(), chunk):
             total[top : top + window, left : left + window] += drop
             count[top : top + window, left : left + window] += 1
+        if progress is not None:
+            progress((start + len(chunk)) / len(boxes))
     return total / count
 
 
@@ -93,7 +97,7 @@ def distinct_masks(activation: torch.Tensor, resolution: float = 2.0**-20) -> tu
 
 @torch.no_grad()
 def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32,
-                 relu: bool = True) -> torch.Tensor:
+                 relu: bool = True, progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """(h, w) Score-CAM (Wang et al. 2020) at ``layer``'s resolution, >= 0 (signed with
     relu=False), unnormalised: the layer's
     channels weighted by the softmax over channels of the target score of x masked by each channel
@@ -103,7 +107,8 @@ def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, 
     image; channels active at one and the same position) share it (``distinct_masks``). The masked images go
     through ``inference_copy(model)``: BatchNorm folded into the convolutions and everything laid
     out channels-last, 1.5-2x faster on a CPU (scores equal within float rounding).
-    Equals pytorch-grad-cam's ScoreCAM before its normalisation and resizing."""
+    Equals pytorch-grad-cam's ScoreCAM before its normalisation and resizing. progress: called
+    with the fraction of masks done after each batch (it may raise to stop)."""
     activation, target, _ = _layer_and_score(model, x, target, layer)
     scoring = inference_copy(model, x)
     a = activation[0].float()
@@ -118,6 +123,8 @@ def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, 
                              memory_format=torch.channels_last)
         torch.mul(x, masks[:, None].to(x.dtype), out=masked)
         distinct_scores[start : start + len(channels)] = target_scores_of(scoring, masked, target).float()
+        if progress is not None:
+            progress((start + len(channels)) / len(distinct))
     scores = distinct_scores[group]
     weights = scores.softmax(dim=0)
     cam = (weights[:, None, None] * a).sum(0)
@@ -136,7 +143,7 @@ class _Replace:
 
 @torch.no_grad()
 def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32,
-                    relu: bool = True) -> torch.Tensor:
+                    relu: bool = True, progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """(h, w) Ablation-CAM (Desai & Ramaswamy 2020) at ``layer``'s resolution, >= 0 (signed
     with relu=False), unnormalised:
     channels weighted by (score - score with the channel ablated) / score. An ablated channel is
@@ -156,7 +163,8 @@ def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: st
     Only the network after ``layer`` runs per batch of ablations: the layer's output is replaced
     by ``batch_size`` ablated copies of it while the layers before see x once (broadcast over
     the batch); models whose later code mixes the batch with earlier tensors in a way that does
-    not broadcast get the whole network per batch instead."""
+    not broadcast get the whole network per batch instead. progress: called with the fraction of
+    channels done after each batch (it may raise to stop)."""
     activation, target, original = _layer_and_score(model, x, target, layer)
     a = activation.to(torch.promote_types(activation.dtype, torch.float32))
     channels = a.shape[1]
@@ -178,6 +186,8 @@ def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: st
             if chunk is None or chunk.shape[0] != len(index):
                 chunk = target_scores_of(model, x.expand(len(index), -1, -1, -1), target)
             scores[index] = chunk.to(a.dtype)
+            if progress is not None:
+                progress(int(index[-1] + 1) / channels)
     finally:
         handle.remove()
     weights = (original - scores) / original
