@@ -122,3 +122,15 @@ def test_copies_leave_the_models_hooks_and_what_they_refer_to_behind(random_mode
     with torch.inference_mode():
         copied(batch)
     assert owner.calls == calls
+
+
+def test_each_thread_gets_its_own_copy(random_model, batch):
+    import threading
+
+    model = random_model("resnet18").module
+    mine = inference_copy(model, batch[:1])
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(inference_copy(model, batch[:1])))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine and inference_copy(model, batch[:1]) is mine

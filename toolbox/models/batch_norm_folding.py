@@ -21,8 +21,7 @@ from torch import nn
 from toolbox.models.module_copy import copy_without_hooks
 
 _PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_COPIES: "weakref.WeakKeyDictionary[nn.Module, dict[int, tuple]]" = weakref.WeakKeyDictionary()
-_COPIES_LOCK = threading.Lock()
+_COPIES = threading.local()  # by_model: WeakKeyDictionary model -> (key, copy), one per thread
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -117,16 +116,17 @@ def folded_copy(model: nn.Module, x: torch.Tensor, channels_last: bool = True) -
 
 
 def inference_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """``folded_copy(model, x)``, cached per model and thread until the model's parameters, its mode
-    or the input's shape, dtype or device change. Each thread gets its own copy, so a caller may
-    hook it for the length of a forward (to capture a unit's layer) without disturbing another."""
+    """``folded_copy(model, x)``, cached per thread (and freed with it) until the model's
+    parameters, its mode or the input's shape, dtype or device change. Each thread gets its own
+    copy, so a caller may hook it for the length of a forward (to capture a unit's layer) without
+    disturbing another."""
     key = (tuple(x.shape[1:]), x.dtype, x.device, model.training, _parameter_state(model))
-    thread = threading.get_ident()
-    with _COPIES_LOCK:
-        cached = _COPIES.get(model, {}).get(thread)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+    copies = getattr(_COPIES, "by_model", None)
+    if copies is None:
+        copies = _COPIES.by_model = weakref.WeakKeyDictionary()
+    cached = copies.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     built = folded_copy(model, x)
-    with _COPIES_LOCK:
-        _COPIES.setdefault(model, {})[thread] = (key, built)
+    copies[model] = (key, built)
     return built

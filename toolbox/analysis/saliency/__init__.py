@@ -34,6 +34,7 @@ from toolbox.analysis.saliency.perturbation import ablationcam_map, occlusion, s
 from toolbox.analysis.saliency.targets import (ClassTarget, Target, UnitTarget, as_target, resolve_top1,
                                                target_scores_of)
 from toolbox.errors import DeepvisError
+from toolbox.models.batch_norm_folding import inference_copy
 
 __all__ = ["METHODS", "LIVE_CYCLE", "SaliencyMethod", "saliency_map", "saliency_pass", "SaliencyPass",
            "ClassTarget", "UnitTarget", "as_target", "occlusion", "gradcam_map"]
@@ -191,7 +192,7 @@ def saliency_map(model, x: torch.Tensor, method: str, /, target=None, layer: str
         return integrated_gradients_map(module, x, target, **options)
     if method == "occlusion":
         index = target.index if isinstance(target, ClassTarget) else 0
-        return occlusion(_score_forward(module, target), x, index, **options)
+        return occlusion(_score_forward(inference_copy(module, x), target), x, index, **options)
     if method == "scorecam":
         return scorecam_map(module, x, target, layer, **options)
     if method == "ablationcam":
