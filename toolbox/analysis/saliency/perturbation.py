@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolbox.analysis.optimise.device import OOM_ERRORS
 from toolbox.analysis.saliency.cams import require_spatial
 from toolbox.analysis.saliency.targets import Target, UnitTarget, resolve_top1, target_scores, target_scores_of
 from toolbox.models.batch_norm_folding import inference_copy
@@ -95,38 +96,63 @@ def distinct_masks(activation: torch.Tensor, resolution: float = 2.0**-20) -> tu
     return first, group
 
 
+CPU_BATCH = 32  # masked images per forward on a CPU: larger batches cost memory and gain nothing
+
+
+def _masked_scores(scoring: nn.Module, x: torch.Tensor, activation: torch.Tensor, channels: torch.Tensor,
+                   target: Target) -> torch.Tensor:
+    """(len(channels),) target scores of x masked by each of ``channels``' maps of ``activation``
+    (C, h, w), upsampled bilinearly with aligned corners and min-max scaled; one forward."""
+    up = F.interpolate(activation[channels][None], size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
+    lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
+    masks = (up - lo) / (hi - lo + 1e-8)
+    masked = torch.empty((len(channels), *x.shape[1:]), dtype=x.dtype, device=x.device,
+                         memory_format=torch.channels_last)
+    torch.mul(x, masks[:, None].to(x.dtype), out=masked)
+    return target_scores_of(scoring, masked, target).float()
+
+
 @torch.no_grad()
-def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int = 32,
+def scorecam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: str, batch_size: int | None = None,
                  relu: bool = True, progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """(h, w) Score-CAM (Wang et al. 2020) at ``layer``'s resolution, >= 0 (signed with
     relu=False), unnormalised: the layer's
     channels weighted by the softmax over channels of the target score of x masked by each channel
     (upsampled bilinearly with aligned corners, min-max scaled with pytorch-grad-cam's 1e-8).
-    Masks go through the model ``batch_size`` at a time, one forward per distinct mask: channels
-    whose min-max scaled maps agree to 1e-6 (all-zero channels, whose masks black out the whole
-    image; channels active at one and the same position) share it (``distinct_masks``). The masked images go
-    through ``inference_copy(model)``: BatchNorm folded into the convolutions and everything laid
-    out channels-last, 1.5-2x faster on a CPU (scores equal within float rounding).
-    Equals pytorch-grad-cam's ScoreCAM before its normalisation and resizing. progress: called
-    with the fraction of masks done after each batch (it may raise to stop)."""
+    One forward per distinct mask: channels whose min-max scaled maps agree to 1e-6 (all-zero
+    channels, whose masks black out the whole image; channels active at one and the same position)
+    share it (``distinct_masks``). The masked images go through ``inference_copy(model)``:
+    BatchNorm folded into the convolutions and everything laid out channels-last, 1.5-2x faster on
+    a CPU (scores equal within float rounding). Equals pytorch-grad-cam's ScoreCAM before its
+    normalisation and resizing.
+
+    batch_size: masked images per forward; None: ``CPU_BATCH`` on a CPU, every mask at once on a
+      GPU. When a batch runs out of GPU memory it is halved and retried (down to one image).
+    progress: called with the fraction of masks done after each batch (it may raise to stop).
+    """
     activation, target, _ = _layer_and_score(model, x, target, layer)
     scoring = inference_copy(model, x)
     a = activation[0].float()
     distinct, group = distinct_masks(a)
+    if batch_size is None:
+        batch_size = len(distinct) if x.device.type == "cuda" else CPU_BATCH
     distinct_scores = torch.empty(len(distinct), device=x.device)
-    for start in range(0, len(distinct), batch_size):
+    start = 0
+    while start < len(distinct):
         channels = distinct[start : start + batch_size]
-        up = F.interpolate(a[channels][None], size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
-        lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
-        masks = (up - lo) / (hi - lo + 1e-8)
-        masked = torch.empty((len(channels), *x.shape[1:]), dtype=x.dtype, device=x.device,
-                             memory_format=torch.channels_last)
-        torch.mul(x, masks[:, None].to(x.dtype), out=masked)
-        distinct_scores[start : start + len(channels)] = target_scores_of(scoring, masked, target).float()
+        try:
+            distinct_scores[start : start + len(channels)] = _masked_scores(scoring, x, a, channels, target)
+        except OOM_ERRORS:
+            if batch_size == 1:
+                raise
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
+            batch_size //= 2
+            continue
+        start += len(channels)
         if progress is not None:
-            progress((start + len(channels)) / len(distinct))
-    scores = distinct_scores[group]
-    weights = scores.softmax(dim=0)
+            progress(start / len(distinct))
+    weights = distinct_scores[group].softmax(dim=0)
     cam = (weights[:, None, None] * a).sum(0)
     return cam.clamp_min(0) if relu else cam
 
