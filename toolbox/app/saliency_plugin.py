@@ -43,7 +43,7 @@ from toolbox.app.compute import LiveCompute, LiveResult
 from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, Transition, register_action
 from toolbox.app.tasks import TaskContext, TaskRunner
 from toolbox.config import SaliencyConfig
-from toolbox.models.capture import hook_free_copy
+from toolbox.models.module_copy import copy_without_hooks
 from toolbox.models.registry import LoadedModel
 from toolbox.render.colormap import colormap_image
 from toolbox.render.heatmap import HeatmapStyle, gradient_picture, method_style, render_heatmap
@@ -330,14 +330,17 @@ class LiveSaliency:
         else:
             model = self.task_model()
             forward, x = model.module, model.input_tensor(view)
+        # Reported after every batch; the check also stops forwards that bypass the task model's
+        # hook (Score-CAM's masked images go through an inference copy of it).
+        progress = lambda done: (task.report(done), task.check())  # noqa: E731
         with torch.inference_mode(method in GRADIENT_FREE):
             if method == "rise":
                 saliency = rise_saliency(forward, x, getattr(target, "index", None), count=self.config.rise_masks,
                                          batch_size=32, progress=task.report)
             elif method == "occlusion" and self.model.module is None:
-                saliency = occlusion(forward, x, getattr(target, "index", None), **defaults)
+                saliency = occlusion(forward, x, getattr(target, "index", None), progress=progress, **defaults)
             else:
-                saliency = saliency_map(model, x, method, target, layer=layer)
+                saliency = saliency_map(model, x, method, target, layer=layer, progress=progress)
         if isinstance(target, ClassTarget) and target.index is None:
             with torch.inference_mode():
                 self._note_class(target, torch.as_tensor(forward(x)[0].argmax()))
@@ -351,7 +354,7 @@ class LiveSaliency:
         run the frame pass's hooks (its layer taps) from another thread."""
         with self._lock:
             if self._task_model is None:
-                module = hook_free_copy(self.model.module)
+                module = copy_without_hooks(self.model.module)
                 # Every forward of a background map first checks its task: Esc, or a newer choice,
                 # stops SmoothGrad / integrated gradients / occlusion between batches.
                 module.register_forward_pre_hook(self._check_cancelled)
@@ -366,7 +369,7 @@ class LiveSaliency:
         take those weights and rules (and LRP their stored tensors)."""
         module = self.model.module
         if self._lrp_model is None or self._lrp_model[0] is not module:
-            self._lrp_model = (module, dataclasses.replace(self.model, module=hook_free_copy(module)))
+            self._lrp_model = (module, dataclasses.replace(self.model, module=copy_without_hooks(module)))
         return self._lrp_model[1]
 
     def _check_cancelled(self, module, inputs) -> None:

@@ -3,7 +3,6 @@ that placed them (the live window runs forwards of one shared model from several
 from __future__ import annotations
 
 import contextlib
-import copy
 import threading
 from typing import Callable, Iterator, Sequence
 
@@ -99,21 +98,6 @@ def register_own_forward_hook(module: nn.Module, hook: Callable):
         return hook(mod, inputs, output) if threading.get_ident() == owner else None
 
     return module.register_forward_hook(own)
-
-
-_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-               "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
-
-
-def hook_free_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` without the hooks others placed on it (parameters, buffers and
-    requires_grad flags copied): work that alters a model while it runs (LRP's rule hooks and
-    folded BatchNorms) or forwards it from another thread runs on such a copy."""
-    clone = copy.deepcopy(model)
-    for m in clone.modules():
-        for hooks in _HOOK_DICTS:
-            getattr(m, hooks, {}).clear()
-    return clone
 
 
 def has_hooks(model: nn.Module) -> bool:
