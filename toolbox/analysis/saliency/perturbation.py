@@ -185,7 +185,8 @@ def ablationcam_map(model: nn.Module, x: torch.Tensor, target: Target, layer: st
     channel's weight depends on its place in the batch. Where a ReLU follows the layer every such
     value is clipped to the same 0 and the maps agree (resnet18's ``layer2.0.downsample``); where the
     value reaches the score linearly (a MobileNetV3 linear bottleneck through its skip) they do not
-    (0.97 of the map's maximum apart at ``features.6`` of a random-weight mobilenet_v3_large, batch 32).
+    (0.97 of the map's maximum apart at ``features.6`` of a random-weight mobilenet_v3_large, batch
+    32, on a 64-pixel noise image).
 
     Only the network after ``layer`` runs per batch of ablations: the layer's output is replaced
     by ``batch_size`` ablated copies of it while the layers before see x once (broadcast over
