@@ -96,3 +96,41 @@ def test_inference_copy_is_cached_until_parameters_change(random_model, batch):
     second = inference_copy(model, batch[:1])
     assert second is not first
     assert_same_outputs(model, second, batch)
+
+
+def test_copies_leave_the_models_hooks_and_what_they_refer_to_behind(random_model, batch):
+    """A live window's model carries hooks bound to objects holding locks; deep-copying those
+    would fail (locks cannot be copied) and would copy the window's state."""
+    import threading
+
+    class Owner:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.calls = 0
+
+        def hook(self, module, inputs):
+            self.calls += 1
+
+    model = copy.deepcopy(random_model("resnet18").module)
+    owner = Owner()
+    model.register_forward_pre_hook(owner.hook)
+    model.layer1.register_forward_hook(lambda m, i, o: None)
+    copied = inference_copy(model, batch[:1])
+    assert not copied._forward_pre_hooks and not copied.layer1._forward_hooks
+    assert len(model._forward_pre_hooks) == 1 and len(model.layer1._forward_hooks) == 1
+    calls = owner.calls
+    with torch.inference_mode():
+        copied(batch)
+    assert owner.calls == calls
+
+
+def test_each_thread_gets_its_own_copy(random_model, batch):
+    import threading
+
+    model = random_model("resnet18").module
+    mine = inference_copy(model, batch[:1])
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(inference_copy(model, batch[:1])))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine and inference_copy(model, batch[:1]) is mine

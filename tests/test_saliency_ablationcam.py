@@ -141,3 +141,14 @@ def test_ablationcam_on_a_relu_output_ablates_with_zero(network, thawed_copy, im
     for size in (5, 32):
         ours = saliency_map(model, image, "ablationcam", CLASS, layer="_relu0", batch_size=size, relu=False)
         assert_relative(ours, written, 1e-4)
+
+
+def test_the_batched_reference_agrees_where_a_relu_clips_the_ablated_value(network, thawed_copy, image):
+    """resnet18's downsample branch (a BatchNorm output, negative minimum) is added to the block's
+    main path and rectified: every value far below zero ends as the same 0, so pytorch-grad-cam's
+    batches give our map although they ablate copy i with min - (i + 1) * 1e7."""
+    model, layer = network("resnet18"), "layer2.0.downsample"
+    assert layer_minimum(model, image, layer) < 0
+    ours = saliency_map(model, image, "ablationcam", CLASS, layer=layer, batch_size=32, relu=False)
+    batched = grad_cam_perturbation_raw(gc.AblationCAM, thawed_copy("resnet18"), image, layer, batch_size=32)
+    assert_relative(ours, batched, 1e-4)

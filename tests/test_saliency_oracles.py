@@ -93,8 +93,8 @@ def test_occlusion_equals_captum_with_cropped_last_window(random_model, image, n
     reference = captum_attr.Occlusion(model).attribute(image, sliding_window_shapes=(3, 20, 20), strides=(3, 14, 14),
                                                        baselines=0.25, target=TARGET, perturbations_per_eval=16)
     ours = saliency_map(model, image, "occlusion", TARGET, window=20, stride=14, baseline=0.25, batch_size=16)
-    for channel in range(3):
-        assert_relative(ours, reference[0, channel])
+    for channel in range(3):  # ours runs BatchNorm folded and channels-last: other float rounding
+        assert_relative(ours, reference[0, channel], 1e-4)
 
 
 def test_smoothgrad_equals_captum_noise_tunnel_with_same_noise(random_model, image, run_recording_noise):

@@ -63,3 +63,30 @@ def test_scorecam_on_lite0_equals_pytorch_grad_cam(lite0, cat_bgr, layer, size):
     reference = torch.from_numpy((weights[:, :, None, None] * activations).sum(1)[0])
     assert ours.shape == reference.shape
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_and_retried(random_model, monkeypatch):
+    """A device that fits 8 masked images: the first batch (every mask, as on a GPU) fails, is
+    halved until it fits, and the map equals one computed 8 at a time."""
+    import toolbox.analysis.saliency.perturbation as perturbation
+
+    model = random_model("resnet18")
+    x = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    wanted = saliency_map(model, x, "scorecam", 3, layer="layer2.1", batch_size=8)
+    scores_of, sizes = perturbation.target_scores_of, []
+
+    def fits_eight(module, batch, target):
+        sizes.append(len(batch))
+        if len(batch) > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return scores_of(module, batch, target)
+
+    monkeypatch.setattr(perturbation, "target_scores_of", fits_eight)
+    got = saliency_map(model, x, "scorecam", 3, layer="layer2.1", batch_size=128)
+    torch.testing.assert_close(got, wanted)
+    assert sizes[0] > 64 and sizes[1:5] == [64, 32, 16, 8] and max(sizes[5:]) == 8  # sizes[0]: distinct masks
+
+    monkeypatch.setattr(perturbation, "target_scores_of", lambda *args: (_ for _ in ()).throw(
+        torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        saliency_map(model, x, "scorecam", 3, layer="layer2.1", batch_size=4)

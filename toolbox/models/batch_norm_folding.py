@@ -5,8 +5,8 @@ so it can be merged into the weights and bias of the layer producing z. The pair
 tracing one forward (a BatchNorm whose input tensor *is* a convolution's or linear layer's output),
 not by module order, so the concatenation before a DenseNet layer's BatchNorm is never mistaken
 for a convolution. ``inference_copy`` gives a folded, channels-last copy of a model for batches of
-forwards without gradients (perturbation maps), checked against the model on the input it is built
-for and cached until the model's parameters change.
+forwards without gradients (perturbation maps), checked against the unfolded model on the input it
+is built for and cached per thread until the model's parameters change.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import weakref
 import torch
 from torch import nn
 
+from toolbox.models.module_copy import copy_without_hooks
+
 _PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_COPIES_LOCK = threading.Lock()
+_COPIES = threading.local()  # by_model: WeakKeyDictionary model -> (key, copy), one per thread
 _LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -92,13 +93,14 @@ def _parameter_state(model: nn.Module) -> tuple:
 
 
 def folded_copy(model: nn.Module, x: torch.Tensor, channels_last: bool = True) -> nn.Module:
-    """A copy of ``model`` (eval mode) with every traced convolution -> BatchNorm pair folded and the
-    BatchNorm replaced by ``nn.Identity`` under the same name (so activations can still be captured
-    by name), parameters frozen, in channels-last layout when ``channels_last`` and the model is
-    4-D. Falls back to an unfolded copy when the folded one does not reproduce the model's output on
-    ``x`` (a convolution whose output also feeds something other than its BatchNorm)."""
-    pairs = [(a, b) for a, b in batch_norm_pairs(model, x) if _foldable(model.get_submodule(b))]
-    clone = copy.deepcopy(model).eval().requires_grad_(False)
+    """A copy of ``model`` (eval mode, without its hooks) with every traced convolution ->
+    BatchNorm pair folded and the BatchNorm replaced by ``nn.Identity`` under the same name (so
+    activations can still be captured by name), parameters frozen, in channels-last layout when
+    ``channels_last`` and the input is 4-D. Falls back to the unfolded copy when the folded one does
+    not reproduce its output on ``x`` (a convolution whose output also feeds something other than
+    its BatchNorm). Only copies run: ``model`` may be in use by other threads meanwhile."""
+    clone = copy_without_hooks(model).eval().requires_grad_(False)
+    pairs = [(a, b) for a, b in batch_norm_pairs(clone, x) if _foldable(clone.get_submodule(b))]
     layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
     if pairs:
         folded = copy.deepcopy(clone)
@@ -107,21 +109,24 @@ def folded_copy(model: nn.Module, x: torch.Tensor, channels_last: bool = True) -
             parent, _, leaf = norm.rpartition(".")
             setattr(folded.get_submodule(parent) if parent else folded, leaf, nn.Identity())
         with torch.inference_mode():
-            want, got = model(x[:1]), folded(x[:1])
+            want, got = clone(x[:1]), folded(x[:1])
         if got.shape == want.shape and torch.allclose(got, want, rtol=1e-3, atol=1e-4 * float(want.abs().max()) + 1e-6):
             clone = folded
     return clone.to(memory_format=layout)
 
 
 def inference_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """``folded_copy(model, x)``, cached per model until its parameters, its mode or the input's
-    shape, dtype or device change. Never modified after it is built, so threads may share it."""
+    """``folded_copy(model, x)``, cached per thread (and freed with it) until the model's
+    parameters, its mode or the input's shape, dtype or device change. Each thread gets its own
+    copy, so a caller may hook it for the length of a forward (to capture a unit's layer) without
+    disturbing another."""
     key = (tuple(x.shape[1:]), x.dtype, x.device, model.training, _parameter_state(model))
-    with _COPIES_LOCK:
-        cached = _COPIES.get(model)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+    copies = getattr(_COPIES, "by_model", None)
+    if copies is None:
+        copies = _COPIES.by_model = weakref.WeakKeyDictionary()
+    cached = copies.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     built = folded_copy(model, x)
-    with _COPIES_LOCK:
-        _COPIES[model] = (key, built)
+    copies[model] = (key, built)
     return built

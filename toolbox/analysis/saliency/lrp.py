@@ -20,8 +20,10 @@ Two canonisations make arbitrary torchvision-style models follow the rules, as z
   R_a = a R / (a + b), R_b = b R / (a + b).
 
 Everything happens inside one forward and one backward (``lrp_rules`` is entered around both);
-nothing is left on the model afterwards. Multiplicative gates (squeeze-excitation) take the plain
-gradient, as in zennit.
+nothing is left on the model afterwards. In between, the folded weights and zennit's rule hooks act
+on every forward of the model, whichever thread runs it: a model that other threads use meanwhile
+must not be given to it (the live window gives LRP a private copy). Multiplicative gates
+(squeeze-excitation) take the plain gradient, as in zennit.
 """
 from __future__ import annotations
 
