@@ -51,6 +51,44 @@ def random_model():
 
 
 @pytest.fixture(scope="module")
+def trainable_random_model(random_model):
+    """Factory for trainable copies of ``random_model(name).module`` (cached per name and module):
+    pytorch-grad-cam refuses frozen models, and the shared models stay frozen."""
+    import copy
+
+    cache: dict[str, torch.nn.Module] = {}
+
+    def make(name: str) -> torch.nn.Module:
+        if name not in cache:
+            cache[name] = copy.deepcopy(random_model(name).module).requires_grad_(True)
+        return cache[name]
+
+    return make
+
+
+@pytest.fixture
+def run_recording_noise(monkeypatch):
+    """``run_recording_noise(run)`` -> (run(), every ``torch.normal`` draw made during it, concatenated):
+    the noise captum's NoiseTunnel drew, to hand the same noise to ours."""
+
+    def record(run):
+        drawn = []
+        normal = torch.normal
+
+        def recording_normal(*args, **kwargs):
+            drawn.append(normal(*args, **kwargs))
+            return drawn[-1]
+
+        monkeypatch.setattr(torch, "normal", recording_normal)
+        try:
+            return run(), torch.cat(drawn)
+        finally:
+            monkeypatch.undo()
+
+    return record
+
+
+@pytest.fixture(scope="module")
 def xvfb():
     """A private X server for the GUI tests of one module. Skipped, with the reason, where Xvfb,
     xdotool or ImageMagick are missing; a failure in CI, which must run them."""

@@ -200,13 +200,7 @@ def test_rise_reports_real_progress_and_turning_the_overlay_off_abandons_it(app,
     app.compute(captured(cat_bgr), state)
     handle = app.tasks.latest(TASK)
     assert handle.label == "RISE"
-    seen = set()
-    deadline = time.monotonic() + 60
-    while handle.running and time.monotonic() < deadline and len(seen) < 2:
-        if 0 < handle.progress < 1:
-            seen.add(round(handle.progress, 3))
-        time.sleep(0.01)
-    assert len(seen) >= 2, "RISE's bar never moved between 0 and 100 %"  # one report per batch of masks
+    assert len(progress_seen(handle, 60)) >= 2, "RISE's bar never moved between 0 and 100 %"  # one per batch
     app.compute(captured(cat_bgr), with_(app, overlay="none"))  # the overlay is switched off
     assert handle.abandoned or not handle.running  # its bar is gone at once
     handle.join(30)
@@ -216,6 +210,31 @@ def test_rise_reports_real_progress_and_turning_the_overlay_off_abandons_it(app,
     assert fresh is not handle and fresh.running
     app.tasks.cancel(TASK)
     fresh.join(30)
+
+
+def test_scorecam_reports_progress_per_batch_and_stops_on_esc(app, cat_bgr):
+    """Score-CAM's masked forwards run on an inference copy without the task model's cancel hook:
+    its progress callback reports each batch and is where Esc takes effect."""
+    state = with_(app, overlay="scorecam", extras={TARGET: ("class",)})
+    app.compute(captured(cat_bgr), state)
+    handle = app.tasks.latest(TASK)
+    assert handle.label == "Score-CAM"
+    assert len(progress_seen(handle, 90)) >= 2, "Score-CAM's bar never moved between 0 and 100 %"
+    app.tasks.cancel(TASK)
+    handle.join(15)
+    assert handle.status == "cancelled" and not handle.running
+
+
+def progress_seen(handle, timeout: float) -> set[float]:
+    """The distinct fractions strictly between 0 and 1 a running task shows, polled until two
+    were seen, the task ends or ``timeout`` seconds pass."""
+    seen: set[float] = set()
+    deadline = time.monotonic() + timeout
+    while handle.running and time.monotonic() < deadline and len(seen) < 2:
+        if 0 < handle.progress < 1:
+            seen.add(round(handle.progress, 3))
+        time.sleep(0.01)
+    return seen
 
 
 def re_age(text: str) -> float:

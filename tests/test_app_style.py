@@ -90,6 +90,18 @@ def test_i_inverts_in_the_background_shows_a_pane_that_differs_from_the_input_an
     assert style.pane(None, reduce(state, "next_layer", context(shapes)).state) is None
 
 
+def test_a_failed_inversion_is_named_in_the_pane_and_the_status_line_while_its_view_is_open(
+        lite0, shapes, tmp_path, frame):
+    style = make_style(lite0, shapes, tmp_path)
+    state = reduce(state_at(shapes), "invert_frame", context(shapes)).state
+    style.start_invert(frame, "no_such_layer", request=1)
+    style.tasks.latest(INVERT_TASK).join(30)
+    assert style.tasks.latest(INVERT_TASK).status == "failed" and "no_such_layer" in style.shot.error
+    assert style.status_flag(state) == f"inversion failed: {style.shot.error}"
+    assert style.status_flag(reduce(state, "next_layer", context(shapes)).state) is None
+    assert style.shot_view(style.shot) == (style.shot.source, f"inversion failed: {style.shot.error}")
+
+
 def test_esc_cancels_an_inversion_within_one_step(lite0, shapes, tmp_path, frame):
     import dataclasses
 
@@ -126,7 +138,7 @@ def test_y_stylises_new_frames_differently_from_the_input_shows_its_rate_and_sto
         style.frames.put(Captured(Frame(np.ascontiguousarray(np.roll(frame, 2 * index, axis=1)), index, 0.0),
                                   time.perf_counter()))
         time.sleep(0.05)
-    assert style.live_frames >= 3 and style.live.fps > 0 and style.live.name == "stained-glass"
+    assert style.live_frames >= 3 and style.live.fps > 0 and style.live.label == "stained-glass"
     assert style.live.image.shape == frame.shape
     assert np.abs(style.live.image.astype(int) - frame).mean() > 5  # stylised, not the frame
     assert style.status_flag(state).endswith("fps")

@@ -255,6 +255,21 @@ ROWS = [
         "--layers _blocks.8 --set-size 4 --out {out}", "at least 10 pictures per random set"),
     Row("tcav-unknown-layer", "tcav --concept striped={concept_images} --random {random_images} --class zebra "
         "--layers _blocks.99 --out {out}", "unknown layer '_blocks.99'"),
+    # --- the command line itself (argparse): the problem, then where the options are listed ---
+    Row("live-unknown-option", "live demo --preset nonsense",
+        "unrecognized arguments: --preset nonsense; see 'deepvis live --help'"),
+    Row("models-extra-argument", "models lite0", "unrecognized arguments: lite0; see 'deepvis models --help'"),
+    Row("dream-preset-bad-choice", "dream {cat} --out {out}.png --preset nonsense",
+        "argument --preset: invalid choice: 'nonsense' (choose from 'classic', 'tf-tutorial'); "
+        "see 'deepvis dream --help'"),
+    Row("units-preset-bad-choice", "units --out {out} --preset nonsense", "invalid choice: 'nonsense'"),
+    Row("analyze-backend-bad-choice", "analyze {cat} --out {out} --backend tpu", "argument --backend: invalid choice"),
+    Row("map-method-bad-choice", "map {other_index} --out {out}.png --method lda", "argument --method: invalid choice"),
+    Row("analyze-out-missing", "analyze {cat}", "the following arguments are required: --out; "
+        "see 'deepvis analyze --help'"),
+    Row("analyze-every-not-a-number", "analyze {cat} --out {out} --every two", "argument --every: invalid int value"),
+    Row("unknown-command", "analyse {cat} --out {out}", "argument COMMAND: invalid choice: 'analyse'"),
+    Row("no-command", "", "the following arguments are required: COMMAND; see 'deepvis --help'"),
 ]
 
 
@@ -421,6 +436,17 @@ def test_bad_input_is_one_line_and_an_exit_code_and_writes_nothing(row, bad_inpu
 
 
 # --- inputs that must be accepted (each was refused or broke before) ----------------------------------
+@pytest.mark.parametrize("argv,heading", [(["--help"], "usage: deepvis [-h]"),
+                                          (["dream", "--help"], "usage: deepvis dream [-h]")])
+def test_help_prints_the_usage_and_every_option_and_exits_0(argv, heading, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 0 and err == ""
+    assert out.startswith(heading) and "options:" in out and "-h, --help" in out
+    assert ("--preset {classic,tf-tutorial}" in out) == (argv[0] == "dream")
+
+
 def test_a_yaml_layer_given_as_a_number_is_accepted_like_the_command_line(tmp_path, lite0):
     from toolbox.config import load_config
     from toolbox.jobs.common import chosen_layer

@@ -116,7 +116,8 @@ def test_index_links_every_report_with_a_summary_line(on_ray):
     index = (out / "index.html").read_text()
     for name in ("a", "b", "day2__a"):
         assert f'href="{name}/report.html"' in index
-    assert "Egyptian cat" in index and "espresso" in index and "1.0 s, 10 frames analysed, 2 shots" in index
+    assert "Egyptian cat" in index and "espresso" in index
+    assert "analysed 0.0–1.0 s of 1.0 s, 10 frames, 2 shots" in index
 
 
 def test_one_video_on_ray_equals_its_sequential_run(on_ray, sequential, archive, tmp_path):
@@ -164,6 +165,36 @@ def test_one_corrupt_video_is_listed_and_the_others_go_on(archive, tmp_path, cap
     index = json.loads((out / "index.json").read_text())["videos"]
     assert [(v["folder"], v["status"]) for v in index] == [("broken", "failed"), ("good", "done")]
     assert "cannot decode" in index[0]["error"] and "cannot decode" in (out / "index.html").read_text()
+
+
+def test_the_index_shows_the_span_analysed_and_the_full_length(archive, tmp_path, one_thread):
+    """10 frames at 10 fps, every 2nd, at most 2: frames 0 and 2 analysed, 0.0-0.4 s of 1.0 s."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes((archive / "a.mp4").read_bytes())
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "--out", str(out), "--quiet", "--every", "2", "--max-frames", "2"]) == 0
+    summary = json.loads((out / "a" / "summary.json").read_text())
+    assert summary["analysed_s"] == [0.0, 0.4] and summary["duration_s"] == 1.0 and summary["source_frames"] == 10
+    video, = json.loads((out / "index.json").read_text())["videos"]
+    assert video["line"].startswith("analysed 0.0–0.4 s of 1.0 s, 2 frames, ")
+    assert video["line"] in (out / "index.html").read_text()
+    assert "<td>analysed</td><td>0.00–0.40 s of 1.00 s</td>" in (out / "a" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ({"analysed_s": [0.0, 12.3], "source_frames": None, "duration_s": 12.3},
+     "analysed 0.0–12.3 s (full length unknown), 123 frames, 1 shot: espresso"),
+    ({"analysed_s": [0.0, 12.3], "source_frames": 369, "duration_s": 12.3},
+     "analysed 0.0–12.3 s of 12.3 s, 123 frames, 1 shot: espresso"),
+    ({"duration_s": 12.3}, "12.3 s, 123 frames analysed, 1 shot: espresso"),  # written before analysed_s
+])
+def test_summary_line_labels_the_span_and_the_full_length_when_known(tmp_path, extra, expected):
+    from toolbox.jobs.batch import summary_line
+
+    summary = {"frames_processed": 123, "shots": [{"top1": "espresso"}], **extra}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert summary_line(tmp_path) == expected
 
 
 def test_an_unreachable_ray_address_is_one_line_exit_2(archive, tmp_path, capsys):

@@ -154,6 +154,19 @@ def test_saliency_pass_on_cuda_equals_the_cpu_pass(lite0, cuda_lite0, cat_bgr, e
         assert relative_error(gpu.activations[name], cpu.activations[name]) < 1e-4
 
 
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "occlusion"])
+def test_perturbation_maps_on_cuda_equal_the_cpu_ones(lite0, cuda_lite0, cat_bgr, exact_fp32, method):
+    """Score-CAM puts every mask of the frame in one batch on a GPU (halving on out-of-memory)."""
+    from toolbox.analysis.saliency import saliency_map
+
+    view = lite0.preprocess.model_view(cat_bgr)
+    layer = "_blocks.10" if method != "occlusion" else None
+    cpu = saliency_map(lite0, lite0.input_tensor([view]), method, 281, layer=layer)
+    gpu = saliency_map(cuda_lite0, cuda_lite0.input_tensor([view]), method, 281, layer=layer)
+    assert gpu.device.type == "cuda"
+    assert relative_error(gpu, cpu) < 1e-3
+
+
 def test_live_compute_on_cuda_gives_the_cpu_result(lite0, cuda_lite0, cat_bgr):
     """As the live window runs it (TF32 allowed): same top-1, activations on the CPU and close."""
     captured = Captured(Frame(cat_bgr, 0, 0.0), time.perf_counter())

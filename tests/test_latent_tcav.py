@@ -154,6 +154,29 @@ def test_lite0_uses_stripes_for_zebra_and_tcav_finds_it_significant(lite0, tmp_p
     assert cv2.imread(str(out.chart)).shape == (540, 960, 3)
 
 
+def test_tcav_chart_marks_each_bar_just_above_its_error_bar():
+    """In the bar's middle column the error bar runs up from the bar to its cap; the mark (* and
+    its p-value) starts a few pixels above the cap: never on it, never floating far above."""
+    from toolbox.render.atlas import PALETTE
+    from toolbox.render.concept_chart import tcav_chart
+
+    high, low = [0.7, 1.0] * 5, [0.2, 0.4] * 5  # 0.85 +- 0.15 (cap at 1.0), 0.3 +- 0.1
+    chart = tcav_chart({"a": {"L": high}, "b": {"L": low}}, {"L": [0.5] * 10}, {"a": {"L": 0.001}, "b": {"L": 0.5}},
+                       "chart")
+    dark = chart.max(axis=2) < 100
+    for colour in (PALETTE[0], PALETTE[1]):
+        inside = np.all(chart == colour, axis=2)
+        columns = np.flatnonzero(inside.sum(0) > 60)  # the bar, not its legend patch
+        middle = int(columns.mean())
+        bar_top = np.flatnonzero(inside[:, middle]).min()
+        cap = bar_top - 1
+        while dark[cap - 1, middle]:  # up the error bar's line to its cap
+            cap -= 1
+        assert bar_top - cap > 20  # the error bar was found
+        mark_rows = np.flatnonzero(dark[:cap - 1, middle - 25:middle + 26].any(axis=1))
+        assert 3 <= cap - mark_rows.max() <= 15, (cap, mark_rows.max())
+
+
 def test_tcav_chart_draws_bars_at_the_scores_heights():
     from toolbox.render.atlas import PALETTE
     from toolbox.render.concept_chart import tcav_chart

@@ -4,8 +4,6 @@ random-weight architectures, at two layers each, for a class and for a unit targ
 that differ give different maps."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -67,19 +65,6 @@ def most_active_channel(model: nn.Module, x: torch.Tensor, layer: str) -> int:
     return int(acts[layer][0].flatten(1).amax(1).argmax())
 
 
-@pytest.fixture(scope="module")
-def thawed(random_model):
-    """Trainable copies for pytorch-grad-cam (it refuses frozen models), one per architecture."""
-    cache = {}
-
-    def make(name):
-        if name not in cache:
-            cache[name] = copy.deepcopy(random_model(name).module).requires_grad_(True)
-        return cache[name]
-
-    return make
-
-
 def grad_cam_raw(model: nn.Module, x: torch.Tensor, layer: str, unit=None, eigen: bool = False):
     """{method: pytorch-grad-cam's raw map (1, h, w) before its ReLU} for class CLASS or for ``unit``
     (layer, channel): one forward and backward through its ActivationsAndGradients, then each
@@ -116,12 +101,12 @@ def image():
 
 
 @pytest.mark.parametrize("name,layer,unit", CASES)
-def test_gradient_cams_equal_pytorch_grad_cam_class_and_unit_targets(random_model, thawed, image, name, layer, unit):
+def test_gradient_cams_equal_pytorch_grad_cam_class_and_unit_targets(random_model, trainable_random_model, image, name, layer, unit):
     """Signed maps (before the ReLU) against pytorch-grad-cam's get_cam_image, from our one pass."""
     model = random_model(name).module
     unit = (unit, most_active_channel(model, image, unit))
     for target, unit_spec in ((CLASS, None), (UnitTarget(*unit), unit)):
-        raw = grad_cam_raw(thawed(name), image, layer, unit_spec)
+        raw = grad_cam_raw(trainable_random_model(name), image, layer, unit_spec)
         result = backprop(model, image, as_target(target), input_rule=None, layer=layer)
         for method in GRADIENT_CAMS:
             if method != "eigengradcam":
@@ -131,11 +116,11 @@ def test_gradient_cams_equal_pytorch_grad_cam_class_and_unit_targets(random_mode
 
 
 @pytest.mark.parametrize("name,layer,unit", CASES[::2])
-def test_eigen_cams_are_pytorch_grad_cams_projections_with_a_fixed_sign(random_model, thawed, image, name, layer, unit):
+def test_eigen_cams_are_pytorch_grad_cams_projections_with_a_fixed_sign(random_model, trainable_random_model, image, name, layer, unit):
     """LAPACK picks the principal direction's sign, so pytorch-grad-cam's EigenCAM and EigenGradCAM
     flip between machines; ours equal its sign-corrected projection, and its own up to sign."""
     model = random_model(name).module
-    raw = grad_cam_raw(thawed(name), image, layer, eigen=True)
+    raw = grad_cam_raw(trainable_random_model(name), image, layer, eigen=True)
     result = backprop(model, image, as_target(CLASS), input_rule=None, layer=layer)
     for method in ("eigencam", "eigengradcam"):
         ours = cam_from(method, result.activations[layer], result.layer_gradient, relu=False)[0]

@@ -115,30 +115,15 @@ def test_lrp_passes_relevance_through_saturated_relu6():
 NT_TYPES = {"smoothgrad": "smoothgrad", "squaregrad": "smoothgrad_sq", "vargrad": "vargrad"}
 
 
-def _captum_with_recorded_noise(monkeypatch, run):
-    drawn = []
-    normal = torch.normal
-
-    def recording_normal(*args, **kwargs):
-        drawn.append(normal(*args, **kwargs))
-        return drawn[-1]
-
-    monkeypatch.setattr(torch, "normal", recording_normal)
-    try:
-        return run(), torch.cat(drawn)
-    finally:
-        monkeypatch.undo()
-
-
 @pytest.mark.parametrize("name,base", [("resnet18", "gradient"), ("vgg11_bn", "guided"),
                                        ("mobilenet_v3_large", "input_x_gradient")])
-def test_noise_tunnels_equal_captum_with_the_same_noise(random_model, image, monkeypatch, name, base):
+def test_noise_tunnels_equal_captum_with_the_same_noise(random_model, image, run_recording_noise, name, base):
     model = random_model(name).module
     methods = {"gradient": lambda: captum_attr.Saliency(model), "guided": lambda: captum_attr.GuidedBackprop(model),
                "input_x_gradient": lambda: captum_attr.InputXGradient(model)}
     extra = {"abs": False} if base == "gradient" else {}
     for ours_name, nt_type in NT_TYPES.items():
-        reference, noise = _captum_with_recorded_noise(monkeypatch, lambda: captum_attr.NoiseTunnel(
+        reference, noise = run_recording_noise(lambda: captum_attr.NoiseTunnel(
             methods[base]()).attribute(image, nt_type=nt_type, nt_samples=4, stdevs=0.3, target=CLASS, **extra))
         ours = saliency_map(model, image, ours_name, CLASS, base=base, noise=noise, batch_size=2)
         assert_relative(ours, reference[0], 1e-4)
@@ -153,18 +138,6 @@ def test_noise_tunnel_of_a_cam_is_the_mean_of_the_cams_of_the_noisy_copies(rando
 
 
 # --- perturbation CAMs and FullGrad against pytorch-grad-cam ---------------------------------------
-
-@pytest.fixture(scope="module")
-def thawed_copy(random_model):
-    cache = {}
-
-    def make(name):
-        if name not in cache:
-            cache[name] = copy.deepcopy(random_model(name).module).requires_grad_(True)
-        return cache[name]
-
-    return make
-
 
 def grad_cam_perturbation_raw(cls, model, x, layer, unit=None, **attributes):
     """pytorch-grad-cam's ``cls`` raw map (h, w) before its ReLU and scaling, for CLASS or ``unit``."""
@@ -195,7 +168,7 @@ PERTURBATION_CASES = [("resnet18", "layer2.1", "layer3.0"), ("googlenet", "maxpo
 
 
 @pytest.mark.parametrize("name,layer,unit_layer", PERTURBATION_CASES)
-def test_scorecam_and_ablationcam_equal_pytorch_grad_cam(random_model, thawed_copy, image, name, layer, unit_layer):
+def test_scorecam_and_ablationcam_equal_pytorch_grad_cam(random_model, trainable_random_model, image, name, layer, unit_layer):
     model = random_model(name).module
     unit = (unit_layer, most_active_channel(model, image, unit_layer))
     for method, cls in (("scorecam", gc.ScoreCAM), ("ablationcam", gc.AblationCAM)):
@@ -203,13 +176,13 @@ def test_scorecam_and_ablationcam_equal_pytorch_grad_cam(random_model, thawed_co
             if unit_spec is not None and method == "ablationcam" and name != "resnet18":
                 continue  # one unit case per method and architecture pair is enough time
             ours = saliency_map(model, image, method, target, layer=layer, batch_size=64, relu=False)
-            reference = grad_cam_perturbation_raw(cls, thawed_copy(name), image, layer, unit_spec, batch_size=64)
+            reference = grad_cam_perturbation_raw(cls, trainable_random_model(name), image, layer, unit_spec, batch_size=64)
             assert_relative(ours, reference, 1e-4)
     assert not has_hooks(model)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "mobilenet_v3_large"])
-def test_fullgrad_equals_pytorch_grad_cam_after_its_scaling(random_model, thawed_copy, image, name):
+def test_fullgrad_equals_pytorch_grad_cam_after_its_scaling(random_model, trainable_random_model, image, name):
     """Class target, and a unit of the last visualisable layer (pytorch-grad-cam insists that every
     bias layer gets a gradient, so none may come after the unit)."""
     model = random_model(name).module
@@ -217,7 +190,7 @@ def test_fullgrad_equals_pytorch_grad_cam_after_its_scaling(random_model, thawed
     unit = (layer, most_active_channel(model, image, layer))
     for target, unit_spec in ((CLASS, None), (UnitTarget(*unit), unit)):
         ours = saliency_map(model, image, "fullgrad", target)
-        thawed = thawed_copy(name)
+        thawed = trainable_random_model(name)
         scored, index = (UnitScore(thawed, *unit_spec), 0) if unit_spec else (thawed, CLASS)
         try:
             with gc.FullGrad(model=scored, target_layers=[]) as cam:

@@ -142,6 +142,46 @@ def test_plain_rule_equals_autograd_gradient_through_intercepted_rectifiers():
     torch.testing.assert_close(ours, saliency_map(model, x, "gradient", 1)[None], rtol=0, atol=0)
 
 
+class InPlaceAfterRectifier(nn.Module):
+    """Rectifier calls whose tensors are changed in place before or after, as real models do."""
+
+    def __init__(self, pattern: str):
+        super().__init__()
+        self.pattern = pattern
+        self.conv = nn.Conv2d(1, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.pattern == "relu_on_a_view":
+            y[:, :2].relu_()
+        elif self.pattern == "relu6_then_div_":  # timm's hard sigmoid: relu6(x + 3).div_(6)
+            y = F.relu6(y + 3).div_(6)
+        elif self.pattern == "relu6_inplace":
+            F.relu6(y, inplace=True)
+        elif self.pattern == "hardtanh_":
+            F.hardtanh_(y, 0.0, 2.0)
+        return y.sum(dim=(2, 3))
+
+
+@pytest.mark.parametrize("pattern", ["relu_on_a_view", "relu6_then_div_", "relu6_inplace", "hardtanh_"])
+def test_in_place_rectifiers_and_in_place_changes_after_them_differentiate_as_autograd_does(pattern):
+    model = InPlaceAfterRectifier(pattern).eval()
+    x = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(0)) * 4
+    with rectifier_rules(model, "guided") as state:
+        xr = x.clone().requires_grad_()
+        out = model(xr)[0]
+    objective = out[0] - 2 * out[1] + out[2] - out[3]
+    state.rule = "plain"
+    (plain,) = torch.autograd.grad(objective, xr, retain_graph=True)
+    state.rule = "guided"
+    (guided,) = torch.autograd.grad(objective, xr)
+    xr = x.clone().requires_grad_()
+    out = model(xr)[0]
+    (reference,) = torch.autograd.grad(out[0] - 2 * out[1] + out[2] - out[3], xr)
+    torch.testing.assert_close(plain, reference, rtol=0, atol=0)
+    assert state.calls == 1 and not torch.equal(guided, plain)
+
+
 def test_saliency_pass_returns_map_activations_and_back_diffs_from_one_pass():
     model = Tiny("relu")
     live = saliency_pass(model, X, "gradient", 0, layer="act", capture=["conv"])

@@ -12,14 +12,17 @@ Keys (configs/keys.yaml):
 
 Threads: single-pass methods take over the frame's forward (``LiveCompute.forward_for``): one forward
 and one backward (``saliency_pass``) give the activations of every layer, the logits, the map and the
-layer gradient, so a gradient view costs no second forward. Expensive methods (``EXPENSIVE``) run in a
+layer gradient, so a gradient view costs no second forward. Their hooks act only on the compute
+thread's forwards, so dreams, unit pictures and inversions run meanwhile on the same model untouched;
+LRP, which also folds BatchNorms into the weights and puts zennit's rule hooks on every layer while it
+runs, takes its pass on the compute thread's own copy of the model (``lrp_model``). Expensive methods
+(``EXPENSIVE``) run in a
 background task on a hook-free copy of the model (onnxruntime's batch forward for an ONNX graph), one
 map after another with ``saliency.refresh_s`` between; the window shows the newest map and its age.
 Reducers stay pure; the pane providers and the status flag only read.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import threading
@@ -33,12 +36,14 @@ import torch
 from toolbox.analysis.frame_analysis import FrameResult
 from toolbox.analysis.rise import rise_saliency
 from toolbox.analysis.saliency import LIVE_CYCLE, METHODS, saliency_map, saliency_pass
+from toolbox.analysis.saliency.lrp import LRP_COMPOSITES
 from toolbox.analysis.saliency.perturbation import occlusion
 from toolbox.analysis.saliency.targets import ClassTarget, Target, UnitTarget
 from toolbox.app.compute import LiveCompute, LiveResult
 from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, Transition, register_action
 from toolbox.app.tasks import TaskContext, TaskRunner
 from toolbox.config import SaliencyConfig
+from toolbox.models.module_copy import copy_without_hooks
 from toolbox.models.registry import LoadedModel
 from toolbox.render.colormap import colormap_image
 from toolbox.render.heatmap import HeatmapStyle, gradient_picture, method_style, render_heatmap
@@ -211,6 +216,7 @@ class LiveSaliency:
         self.task_lock = threading.Lock()  # one background computation at a time on the task model
         self._local = threading.local()  # the task this thread computes a map for
         self._task_model: LoadedModel | None = None
+        self._lrp_model: tuple[object, LoadedModel] | None = None  # (the module it copies, the copy)
         self._task_key: tuple | None = None  # (method, target, layer) of the newest background task
         self._task_frame = None  # the Captured it started from
         self.background: LiveMap | None = None  # the newest finished background map (kept while the next runs)
@@ -252,8 +258,9 @@ class LiveSaliency:
         view = self.model.preprocess.model_view(frame.image)
         target = self.target(state, method)
         layer = self.gradient_layer(state, target, method)
+        model = self.lrp_model() if method in LRP_COMPOSITES else self.model
         try:
-            out = saliency_pass(self.model, self.model.input_tensor(view), method, target, layer=layer,
+            out = saliency_pass(model, model.input_tensor(view), method, target, layer=layer,
                                 capture=self.compute.layers)
             self.error = ""
         except Exception as exc:  # noqa: BLE001 - a plain forward still shows the frame
@@ -323,14 +330,17 @@ class LiveSaliency:
         else:
             model = self.task_model()
             forward, x = model.module, model.input_tensor(view)
+        # Reported after every batch; the check also stops forwards that bypass the task model's
+        # hook (Score-CAM's masked images go through an inference copy of it).
+        progress = lambda done: (task.report(done), task.check())  # noqa: E731
         with torch.inference_mode(method in GRADIENT_FREE):
             if method == "rise":
                 saliency = rise_saliency(forward, x, getattr(target, "index", None), count=self.config.rise_masks,
                                          batch_size=32, progress=task.report)
             elif method == "occlusion" and self.model.module is None:
-                saliency = occlusion(forward, x, getattr(target, "index", None), **defaults)
+                saliency = occlusion(forward, x, getattr(target, "index", None), progress=progress, **defaults)
             else:
-                saliency = saliency_map(model, x, method, target, layer=layer)
+                saliency = saliency_map(model, x, method, target, layer=layer, progress=progress)
         if isinstance(target, ClassTarget) and target.index is None:
             with torch.inference_mode():
                 self._note_class(target, torch.as_tensor(forward(x)[0].argmax()))
@@ -344,16 +354,23 @@ class LiveSaliency:
         run the frame pass's hooks (its layer taps) from another thread."""
         with self._lock:
             if self._task_model is None:
-                module = copy.deepcopy(self.model.module)
-                for m in module.modules():
-                    for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                                  "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs"):
-                        getattr(m, hooks, {}).clear()
+                module = copy_without_hooks(self.model.module)
                 # Every forward of a background map first checks its task: Esc, or a newer choice,
                 # stops SmoothGrad / integrated gradients / occlusion between batches.
                 module.register_forward_pre_hook(self._check_cancelled)
                 self._task_model = dataclasses.replace(self.model, module=module)
             return self._task_model
+
+    def lrp_model(self) -> LoadedModel:
+        """The compute thread's own hook-free copy of the model for the LRP passes, made on first use
+        and again when the model's module is replaced. LRP folds each BatchNorm into its convolution's
+        weights and hooks zennit's rules onto every layer for the length of its pass: on the shared
+        module a dream, a unit picture or an inversion running meanwhile in another thread would
+        take those weights and rules (and LRP their stored tensors)."""
+        module = self.model.module
+        if self._lrp_model is None or self._lrp_model[0] is not module:
+            self._lrp_model = (module, dataclasses.replace(self.model, module=copy_without_hooks(module)))
+        return self._lrp_model[1]
 
     def _check_cancelled(self, module, inputs) -> None:
         task = getattr(self._local, "task", None)

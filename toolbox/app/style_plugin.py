@@ -11,31 +11,24 @@ Keys (configs/keys.yaml):
                    starting from the previous stylised one warped along the optical flow
                    (``LiveStylist``); its rate is in the pane caption and the status line.
 
-Threads as in dream_plugin: reducers only change ``AppState``; ``stage`` (compute thread) starts
-the inversion task and starts/stops the stylise loop; both run in their own threads with their
-own cut networks, at a lower priority; the pane provider only reads.
+Threads as in toolbox.app.frame_tasks; the inversion and the stylise loop each use their own cut
+network.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass
+import functools
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from toolbox.analysis.dream.core import bgr_to_rgb01, rgb01_to_bgr
 from toolbox.analysis.inversion import InversionSettings, invert
 from toolbox.analysis.style import LiveStylist, StyleSettings, Stylist
-from toolbox.app.compute import LiveResult
-from toolbox.app.dream_plugin import REPORT_EVERY_S, Shot, captioned_pane, lower_priority, newest_frames, shrunk
+from toolbox.app.frame_tasks import (Captions, FrameTasks, Shot, install_frame_tasks, mosaic_size, shrunk,
+                                     start_with_extras, view_is_open, with_extras)
 from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action
-from toolbox.app.tasks import TaskContext, TaskRunner
-from toolbox.app.threads import Captured, LatestSlot
-from toolbox.atomic import write_unique_image
-from toolbox.config import StyleConfig
-from toolbox.models.registry import LoadedModel
+from toolbox.app.tasks import TaskContext
 from toolbox.sources.images import IMAGE_SUFFIXES, read_image
 
 STYLE_MODE = "style"  # AppState.mode while stylising
@@ -47,20 +40,16 @@ INVERT_TASK, STYLE_TASK = "invert", "stylise"
 SHIPPED_STYLES = Path(__file__).resolve().parents[1] / "styles"
 
 
-def _with_extras(state: AppState, **changes) -> AppState:
-    return dataclasses.replace(state, extras={**state.extras, **changes})
-
-
 def view_open(state: AppState) -> bool:
-    return state.extras.get(VIEW) == (state.layer, state.channel)
+    return view_is_open(state, VIEW)
 
 
 @register_action("invert_frame")
 def invert_frame(state: AppState, context: LiveContext) -> Transition | AppState:
     if view_open(state):
-        return _with_extras(state, **{VIEW: None})
+        return with_extras(state, **{VIEW: None})
     layer = context.layers[state.layer].name
-    return Transition(_with_extras(state, **{REQUEST: int(state.extras.get(REQUEST, 0)) + 1,
+    return Transition(with_extras(state, **{REQUEST: int(state.extras.get(REQUEST, 0)) + 1,
                                              VIEW: (state.layer, state.channel)}),
                       (Effect("message", text=f"inverting {layer} (Esc cancels)"),))
 
@@ -74,9 +63,9 @@ def style_live(state: AppState, context: LiveContext) -> Transition:
     index = state.extras.get(STYLE) if state.mode == STYLE_MODE else None
     following = 0 if index is None else index + 1
     if following >= len(names):
-        return Transition(_with_extras(dataclasses.replace(state, mode="live"), **{STYLE: None}),
+        return Transition(with_extras(dataclasses.replace(state, mode="live"), **{STYLE: None}),
                           (Effect("message", text="stylise off"),))
-    return Transition(_with_extras(dataclasses.replace(state, mode=STYLE_MODE), **{STYLE: following}),
+    return Transition(with_extras(dataclasses.replace(state, mode=STYLE_MODE), **{STYLE: following}),
                       (Effect("message", text=f"stylise: {names[following]}"),))
 
 
@@ -88,183 +77,71 @@ def style_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-@dataclass(frozen=True)
-class StyledFrame:
-    image: np.ndarray  # (H, W, 3) uint8 BGR
-    fps: float
-    name: str
-
-
-class LiveStyle:
+class LiveStyle(FrameTasks):
     """The inversion task and the stylise loop of one live window, and what they produced."""
 
-    def __init__(self, model: LoadedModel, layers, tasks: TaskRunner, config: StyleConfig,
-                 frames: LatestSlot[Captured], snapshot_dir: str | Path, mosaic_size: tuple[int, int],
-                 alive: Callable[[], bool] = lambda: True):
-        self.model, self.layers, self.tasks, self.config = model, layers, tasks, config
-        self.frames, self.snapshot_dir, self.mosaic_size = frames, Path(snapshot_dir), mosaic_size
-        self.alive = alive
-        self.styles = style_images(config.styles_dir)
-        self.shot: Shot | None = None
-        self.live: StyledFrame | None = None
-        self.live_frames = 0
-        self.error = ""
-        self._seen_request = 0
-        self._live_style: tuple | None = None  # (style index, mirror) of the running loop
+    captions = Captions(plugin="style", shot="inversion", making="inverting", made="inverted from {label}",
+                        live="stylise")
+    mode, request_key, view_key, shot_task, live_task = STYLE_MODE, REQUEST, VIEW, INVERT_TASK, STYLE_TASK
+
+    def __init__(self, *args, **kwargs):  # as FrameTasks'
+        super().__init__(*args, **kwargs)
+        self.styles = style_images(self.config.styles_dir)
 
     # compute thread ---------------------------------------------------------------------------------
-    def stage(self, result: LiveResult, state: AppState) -> None:
-        try:
-            request = int(state.extras.get(REQUEST, 0))
-            if request != self._seen_request:
-                self._seen_request = request
-                if request:
-                    frame = result.captured.frame.image
-                    self.start_invert(frame[:, ::-1] if state.mirror else frame, self.layers[state.layer].name, request)
-            index = state.extras.get(STYLE)
-            if state.mode == STYLE_MODE and index is not None:
-                self.start_live(int(index), state.mirror)
-            else:
-                self.stop_live()
-            self.error = ""
-        except Exception as exc:  # noqa: BLE001 - the frame's result must still be shown
-            self.error = f"{type(exc).__name__}: {exc}"
+    def start_shot(self, image: np.ndarray, state: AppState, request: int):
+        return self.start_invert(image, self.layers[state.layer].name, request)
+
+    def follow_mode(self, state: AppState) -> None:
+        index = state.extras.get(STYLE)
+        if state.mode == STYLE_MODE and index is not None:
+            self.start_live(int(index), state.mirror)
+        else:
+            self.stop_live()
 
     # inversion ----------------------------------------------------------------------------------------
     def start_invert(self, image: np.ndarray, layer: str, request: int = 0):
         shot = Shot(request, np.ascontiguousarray(shrunk(image, self.config.invert_max_side)), layer)
         self.shot = shot
-        return self.tasks.start(INVERT_TASK, lambda task: self._invert(task, shot), label=f"invert {layer}")
+        return self.tasks.start(INVERT_TASK, lambda task: self.run_shot(task, shot, "invert", functools.partial(
+            self._invert, shot)), label=f"invert {layer}")
 
-    def _invert(self, task: TaskContext, shot: Shot) -> Path | None:
-        lower_priority()
-        last = [0.0]
+    def _invert(self, shot: Shot, progress, cancelled) -> tuple[np.ndarray, bool]:
         layer = shot.label
 
-        def progress(p) -> None:
+        def report(p) -> None:
             if p.size is not None and p.size != shot.source.shape[:2]:  # out of GPU memory: the caption says the size
                 shot.label = f"{layer} at {p.size[1]}x{p.size[0]}"
-            now = time.monotonic()
-            if now - last[0] >= REPORT_EVERY_S:
-                last[0] = now
-                task.report(p.fraction)
+            progress(p.fraction)
 
-        try:
-            result = invert(bgr_to_rgb01(shot.source, self.model.device), self.model, layer,
-                            InversionSettings(steps=self.config.invert_steps), progress, task.cancelled)
-        except Exception as exc:
-            shot.error = f"{type(exc).__name__}: {exc}"
-            raise
-        shot.image = rgb01_to_bgr(result.rgb)
-        if result.cancelled:
-            shot.cancelled = True
-            return None
-        shot.path = write_unique_image(self.snapshot_dir, "invert", ".png", shot.image)
-        return shot.path
+        result = invert(bgr_to_rgb01(shot.source, self.model.device), self.model, layer,
+                        InversionSettings(steps=self.config.invert_steps), report, cancelled)
+        return rgb01_to_bgr(result.rgb), result.cancelled
 
     # stylise loop ---------------------------------------------------------------------------------------
     def start_live(self, index: int, mirror: bool = False) -> None:
-        handle = self.tasks.latest(STYLE_TASK)
-        if handle is not None and self._live_style == (index, mirror) and (handle.running or handle.status == "failed"):
-            return
-        self._live_style = (index, mirror)
         path = self.styles[index % len(self.styles)]
-        self.tasks.start(STYLE_TASK, lambda task: self._live_loop(task, path, mirror), label="stylise",
-                         cancellable=False)  # its own key stops it; Esc still quits
-
-    def stop_live(self) -> None:
-        if self._live_style is not None:
-            self.tasks.cancel(STYLE_TASK)
-            self._live_style = None
-            self.live = None
+        self.keep_live((index, mirror), lambda task: self._live_loop(task, path, mirror), "stylise")
 
     def _live_loop(self, task: TaskContext, path: Path, mirror: bool) -> int:
-        lower_priority()
         c = self.config
         stylist = Stylist(self.model, bgr_to_rgb01(read_image(path), self.model.device), StyleSettings(steps=c.steps))
         styler = LiveStylist(stylist, steps=c.live_steps, max_side=c.live_max_side)
-        stop = lambda: task.cancelled() or not self.alive()  # noqa: E731
-        done = 0
+        # out of GPU memory it continues smaller, and the caption says so
+        label = lambda: path.stem + (f" at {styler.max_side} px" if styler.fallbacks else "")  # noqa: E731
         try:
-            for captured, jumped in newest_frames(self.frames, stop):
-                if jumped:
-                    styler.reset()
-                image = captured.frame.image
-                out = styler.step(np.ascontiguousarray(image[:, ::-1]) if mirror else image, cancel=stop)
-                if stop():
-                    break
-                size = f" at {styler.max_side} px" if styler.fallbacks else ""  # out of GPU memory: smaller
-                self.live = StyledFrame(out, styler.fps, path.stem + size)
-                done += 1
-                self.live_frames += 1
-                task.report(0.0)
+            return self.run_live(task, styler, mirror, label)
         finally:
             stylist.close()
-        return done
-
-    # pane provider and status (any thread; read only) ------------------------------------------------
-    def pane(self, result: LiveResult, state: AppState) -> np.ndarray | None:
-        if view_open(state):
-            shot = self.shot
-            if shot is None or shot.request != state.extras.get(REQUEST, 0):
-                return captioned_pane(None, "inverting...", self.mosaic_size)
-            return self._shot_pane(shot)
-        if state.mode == STYLE_MODE:
-            live = self.live
-            if live is None:
-                return captioned_pane(None, "stylise: starting..." + (f" {self.error}" if self.error else ""),
-                                      self.mosaic_size)
-            return captioned_pane(live.image, f"stylise {live.name} {live.fps:.1f} fps", self.mosaic_size)
-        return None
-
-    def _shot_pane(self, shot: Shot) -> np.ndarray:
-        if shot.error:
-            return captioned_pane(shot.source, f"inversion failed: {shot.error}", self.mosaic_size)
-        if shot.path is not None:
-            return captioned_pane(shot.image, f"inverted from {shot.label} - saved {shot.path.name}", self.mosaic_size)
-        if shot.cancelled:
-            return captioned_pane(shot.image, f"inversion {shot.label} cancelled (partial, not saved)", self.mosaic_size)
-        handle = self.tasks.latest(INVERT_TASK)
-        progress = handle.progress if handle is not None else 0.0
-        dimmed = (shot.source.astype(np.uint16) // 2).astype(np.uint8)
-        return captioned_pane(dimmed, f"inverting {shot.label} {progress * 100:.0f}% (Esc cancels)", self.mosaic_size)
-
-    def status_flag(self, state: AppState) -> str | None:
-        if self.error:
-            return f"style error: {self.error}"
-        if state.mode == STYLE_MODE:
-            handle, live = self.tasks.latest(STYLE_TASK), self.live
-            if handle is not None and handle.status == "failed":
-                return f"failed: {handle.error}"
-            return f"stylise {live.fps:.1f} fps" if live is not None else "stylise starting"
-        return None
 
 
 def install_style(app) -> LiveStyle:
     """Plugin for ``LiveOptions.plugins``: the I and Y keys' tasks, their pictures in the mosaic pane."""
-    panes = app.view.panes
-    mosaic = panes.get("mosaic") or next(iter(panes.values()))
     style = LiveStyle(app.model, app.layers, app.tasks, app.config.style, app.frames,
-                      app.options.snapshot_dir or app.config.live.snapshot_dir, (mosaic.h, mosaic.w),
+                      app.options.snapshot_dir or app.config.live.snapshot_dir, mosaic_size(app),
                       alive=app.compute_thread.is_alive)
-    names = tuple(p.stem for p in style.styles)
-    app.initial = _with_extras(app.initial, **{STYLES: names})
-    app.state = _with_extras(app.state, **{STYLES: names})
-    app.context = dataclasses.replace(app.context, initial=app.initial)
+    start_with_extras(app, **{STYLES: tuple(p.stem for p in style.styles)})
     app.style = style
-    if app.model.module is None:
-        style.error = "inversion and style need a PyTorch model, not an ONNX graph"
-        app.view.status_flags.append(lambda state: style.error if state.mode == STYLE_MODE or view_open(state) else None)
-        return style
-    app.compute.add_stage("style", style.stage, depends_on=("layer", "mode", REQUEST, STYLE))
-    previous = app.view.pane_providers.get("mosaic")
-
-    def mosaic_pane(result: LiveResult, state: AppState) -> np.ndarray | None:
-        pane = style.pane(result, state)
-        if pane is None and previous is not None:
-            return previous(result, state)
-        return pane
-
-    app.view.pane_providers["mosaic"] = mosaic_pane
-    app.view.status_flags.append(style.status_flag)
+    install_frame_tasks(app, style, ("layer", "mode", REQUEST, STYLE),
+                        "inversion and style need a PyTorch model, not an ONNX graph")
     return style

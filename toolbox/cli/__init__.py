@@ -10,7 +10,7 @@ from toolbox import __version__
 from toolbox.errors import DeepvisError
 from toolbox.runtime import keep_freed_memory
 
-from toolbox.cli.options import (EXIT_USER_ERROR, add_backend_options as _add_backend_options,
+from toolbox.cli.options import (EXIT_USER_ERROR, CommandLineParser, add_backend_options as _add_backend_options,
                                  add_model_options as _add_model_options, config_from_args as _config)
 
 
@@ -160,7 +160,7 @@ def cmd_units(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepvis", description="See what a convolutional network sees.")
+    parser = CommandLineParser(prog="deepvis", description="See what a convolutional network sees.")
     parser.add_argument("--version", action="version", version=f"deepvis {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -6,6 +6,31 @@ import argparse
 EXIT_USER_ERROR = 2
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, with every refusal of the command line on one line, like deepvis's other errors:
+    ``deepvis: error: <argparse's message>; see '<deepvis command> --help'``, exit 2 (argparse prints
+    the usage first, and unknown options after a command are reported against the top level)."""
+
+    commands: argparse._SubParsersAction | None = None
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"deepvis: error: {message}; see '{self.prog} --help'\n")
+
+    def add_subparsers(self, **kwargs) -> argparse._SubParsersAction:
+        """The subcommands (their parsers are of this class too); kept so that an unknown argument is
+        reported by the command it was given to."""
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = getattr(parsed, self.commands.dest, None) if self.commands is not None else None
+            refusing = self.commands.choices.get(command, self) if command is not None else self
+            refusing.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+
 def add_model_options(parser: argparse.ArgumentParser, layer: bool = True, threads_help: str | None = None) -> None:
     parser.add_argument("--model", help="model name (deepvis models), default lite0")
     parser.add_argument("--weights", help="state-dict .pth path, or 'none' for random weights")

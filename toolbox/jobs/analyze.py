@@ -322,6 +322,8 @@ def finish_video(plan: VideoPlan, segments: list[SegmentResult], files: OutputSe
                         layers=np.array(segments[0].layers), feature_distances=distances,
                         shot_threshold=np.float64(threshold))
     frame_step = plan.every / plan.fps
+    duration = (plan.frame_count / plan.fps) if plan.frame_count else float(times[-1] + frame_step)
+    analysed = [float(times[0]), min(float(times[-1] + frame_step), duration)]  # --max-frames may stop early
     shot_rows = [_shot_row(shot, records, probabilities, model.categories, frame_step) for shot in shots]
     moments = _write_key_moments(plan, model, shot_rows, records, files)
     if segments[0].patches is not None:
@@ -339,7 +341,9 @@ def finish_video(plan: VideoPlan, segments: list[SegmentResult], files: OutputSe
         "every": plan.every,
         "skipped": list({item["file"]: item for s in segments for item in s.skipped}.values()),
         "source_fps": plan.fps,
-        "duration_s": round((plan.frame_count / plan.fps) if plan.frame_count else float(times[-1] + frame_step), 4),
+        "source_frames": plan.frame_count,  # None: a stream or camera, its full length unknown
+        "duration_s": round(duration, 4),
+        "analysed_s": [round(t, 4) for t in analysed],
         "video": {"path": "annotated.mp4", "fps": plan.fps / plan.every, "width": config.layout.width,
                   "height": config.layout.height, "frames": len(records)},
         "top1_counts": dict(collections.Counter(r["top5"][0]["label"] for r in records).most_common()),

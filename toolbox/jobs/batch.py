@@ -118,13 +118,18 @@ class VideoOutcome:
 
 
 def summary_line(folder: Path) -> str:
-    """'4.0 s, 40 frames analysed, 2 shots: Egyptian cat, espresso' from a video's summary.json."""
+    """'analysed 0.0–0.4 s of 1.0 s, 2 frames, 2 shots: Egyptian cat, espresso' from a video's
+    summary.json (the span is what --max-frames left; a stream's full length is unknown)."""
+    from toolbox.jobs.report import analysed_span
+
     summary = json.loads((folder / "summary.json").read_text())
     classes = list(dict.fromkeys(s["top1"] for s in summary["shots"]))
     shown = ", ".join(classes[:4]) + (", ..." if len(classes) > 4 else "")
     shots = len(summary["shots"])
-    return (f"{summary['duration_s']:.1f} s, {summary['frames_processed']} frames analysed, {shots} shot"
-            f"{'' if shots == 1 else 's'}: {shown}")
+    span = analysed_span(summary)
+    analysed = (f"analysed {span}, {summary['frames_processed']} frames" if span is not None  # older summaries:
+                else f"{summary['duration_s']:.1f} s, {summary['frames_processed']} frames analysed")  # no span
+    return f"{analysed}, {shots} shot{'' if shots == 1 else 's'}: {shown}"
 
 
 def write_index(out: Path, title: str, outcomes: list[VideoOutcome]) -> Path:

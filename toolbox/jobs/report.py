@@ -42,6 +42,19 @@ def load_analysis(folder: str | Path) -> tuple[dict, dict[str, np.ndarray], list
     return summary, series, records
 
 
+def analysed_span(summary: dict, digits: int = 1) -> str | None:
+    """The stretch of the source analysed, labelled with the full length where it is known:
+    '0.0–0.4 s of 1.0 s', '0.0–12.3 s (full length unknown)'; None for a summary written before
+    deepvis recorded it."""
+    if "analysed_s" not in summary:
+        return None
+    start, end = summary["analysed_s"]
+    span = f"{start:.{digits}f}–{end:.{digits}f} s"
+    if summary.get("source_frames") is None:
+        return f"{span} (full length unknown)"
+    return f"{span} of {summary['duration_s']:.{digits}f} s"
+
+
 def frame_table(summary: dict, series: dict[str, np.ndarray], records: list[dict]) -> tuple[list[str], list[list]]:
     """(column names, one row per frame): frame, time, shot, top-3 classes with probabilities,
     feature change from the previous frame, mean activation of the chosen layer."""
@@ -146,7 +159,8 @@ def build_report(folder: str | Path) -> Path:
     context = {
         "header": {
             "source": summary["source"], "source_name": Path(summary["source"]).name,
-            "version": __version__, "duration_s": summary["duration_s"], "frames": summary["frames_processed"],
+            "version": __version__, "duration_s": summary["duration_s"],
+            "analysed": analysed_span(summary, digits=2), "frames": summary["frames_processed"],
             "every": summary["every"], "model": summary["model"], "weights": summary["weights"],
             "random_weights": summary["random_weights"], "layer": summary["layer"], "backend": summary["backend"],
             "fps": timing.get("frames_per_second") or 0.0, "forward_ms": timing.get("mean_forward_ms") or 0.0,

@@ -1,9 +1,10 @@
-"""Activation capture: forward hooks that are always removed."""
+"""Activation capture: forward hooks that are always removed, and hooks that act only for the thread
+that placed them (the live window runs forwards of one shared model from several threads)."""
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -81,10 +82,22 @@ class ActivationCapture:
 
 
 def forward_with_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]):
-    """(logits, {layer: activation}) for one forward pass without gradients."""
-    with torch.inference_mode(), ActivationCapture(model, layers) as capture:
+    """(logits, {layer: activation}) for one forward pass without gradients; forwards that other
+    threads run on the same model meanwhile are neither recorded nor touched."""
+    with torch.inference_mode(), ActivationCapture(model, layers, gated=True) as capture, capture.recording():
         logits = model(x)
     return logits, capture.activations
+
+
+def register_own_forward_hook(module: nn.Module, hook: Callable):
+    """``module.register_forward_hook(hook)`` for the calling thread's forwards only: a forward that
+    another thread runs on the same module meanwhile passes through untouched. Returns the handle."""
+    owner = threading.get_ident()
+
+    def own(mod, inputs, output):
+        return hook(mod, inputs, output) if threading.get_ident() == owner else None
+
+    return module.register_forward_hook(own)
 
 
 def has_hooks(model: nn.Module) -> bool:

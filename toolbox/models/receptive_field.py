@@ -144,7 +144,8 @@ def _probe_input(model: LoadedModel, size: int | None) -> torch.Tensor:
 def receptive_field(model: LoadedModel, layer: str, size: int | None = None) -> ReceptiveField:
     """The layer's receptive field from the layer hyper-parameters (see the module docstring)."""
     x = _probe_input(model, size)
-    with ActivationCapture(model.module, [layer], keep_graph=True) as capture, torch.enable_grad():
+    with ActivationCapture(model.module, [layer], keep_graph=True, gated=True) as capture, capture.recording(), \
+            torch.enable_grad():
         model.module(x)
     act = capture.activations.get(layer)
     if act is None or act.dim() != 4:
@@ -174,7 +175,8 @@ def measured_receptive_field(model: LoadedModel, layer: str, size: int | None = 
     side = size or model.preprocess.size
     gen = torch.Generator().manual_seed(seed)
     x = (torch.rand(samples, 3, side, side, generator=gen) * 4 - 2).to(model.device).requires_grad_(True)
-    with ActivationCapture(model.module, [layer], keep_graph=True) as capture, torch.enable_grad():
+    with ActivationCapture(model.module, [layer], keep_graph=True, gated=True) as capture, capture.recording(), \
+            torch.enable_grad():
         model.module(x)
     act = capture.activations[layer]
     h, w = act.shape[-2:]

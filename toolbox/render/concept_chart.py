@@ -1,5 +1,6 @@
 """The TCAV bar chart: per layer, each concept's mean score over the random runs (± one standard
-deviation) beside the random-vs-random baseline, marked * when significant and n.s. when not."""
+deviation) beside the random-vs-random baseline, marked * when significant and n.s. when not, just
+above the error bar."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,9 +39,10 @@ def tcav_chart(scores: dict[str, dict[str, list[float]]], baseline: dict[str, li
                linewidth=0.5)
         if name == groups[-1]:
             continue
-        for p, layer in zip(pos, layers):
+        for p, layer, top in zip(pos, layers, np.array(means) + errors[1]):  # above the error bar's cap
             pv = p_values[name][layer]
-            ax.text(p, 1.03, f"{'*' if pv < alpha else 'n.s.'}\np = {pv:.2g}", ha="center", va="bottom", fontsize=9)
+            ax.annotate(f"{'*' if pv < alpha else 'n.s.'}\np = {pv:.2g}", (p, top), xytext=(0, 4),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=9)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xticks(x, layers)
     ax.set_ylim(0, 1.42)  # room above the bars for the p-values and the legend

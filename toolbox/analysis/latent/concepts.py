@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolbox.models.capture import register_own_forward_hook
+
 SIGNIFICANCE = 0.05  # two-sided p-value below which a concept counts as significant
 MIN_RANDOM_RUNS = 10
 
@@ -135,10 +137,12 @@ def layer_gradient(module: nn.Module, inputs: torch.Tensor, layer: str, target: 
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(activations, d logit[target] / d activations) at ``layer``, each (N, F) flattened.
 
-    The layer's output is replaced by a leaf tensor for this one forward, so the backward stops
-    there: no parameter gradients, the model untouched afterwards. ``target``: a class for every
-    input, or (N,) classes, one per input.
+    The layer's output is replaced by a leaf tensor for this one forward (this thread's: another
+    thread's forward of the same model meanwhile is untouched), so the backward stops there: no
+    parameter gradients, the model untouched afterwards. ``target``: a class for every input, or
+    (N,) classes, one per input.
     """
+
     held: dict[str, torch.Tensor] = {}
 
     def hook(mod, args, output):
@@ -146,7 +150,7 @@ def layer_gradient(module: nn.Module, inputs: torch.Tensor, layer: str, target: 
         held["act"] = leaf
         return leaf
 
-    handle = module.get_submodule(layer).register_forward_hook(hook)
+    handle = register_own_forward_hook(module.get_submodule(layer), hook)
     try:
         with torch.enable_grad():
             logits = module(inputs)

@@ -17,7 +17,7 @@ toolbox.render.heatmap turns any of them into a picture.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -34,6 +34,7 @@ from toolbox.analysis.saliency.perturbation import ablationcam_map, occlusion, s
 from toolbox.analysis.saliency.targets import (ClassTarget, Target, UnitTarget, as_target, resolve_top1,
                                                target_scores_of)
 from toolbox.errors import DeepvisError
+from toolbox.models.batch_norm_folding import inference_copy
 
 __all__ = ["METHODS", "LIVE_CYCLE", "SaliencyMethod", "saliency_map", "saliency_pass", "SaliencyPass",
            "ClassTarget", "UnitTarget", "as_target", "occlusion", "gradcam_map"]
@@ -147,7 +148,7 @@ def _score_forward(module: nn.Module, target: Target):
 
 
 def saliency_map(model, x: torch.Tensor, method: str, /, target=None, layer: str | None = None,
-                 **options) -> torch.Tensor:
+                 progress: Callable[[float], None] | None = None, **options) -> torch.Tensor:
     """The ``method`` map of image ``x`` (1, 3, H, W) for ``target`` (see ``as_target``: None for
     top-1, a class index or name, a UnitTarget). model: LoadedModel or nn.Module.
     layer: the CAMs' layer (default: the model's deepest visualisable layer).
@@ -155,10 +156,14 @@ def saliency_map(model, x: torch.Tensor, method: str, /, target=None, layer: str
     baseline/batch_size; smoothgrad, squaregrad, vargrad samples/sigma/noise/batch_size/base (the
     method they average: gradient, input_x_gradient, guided, deconvnet, an lrp_* or a gradient
     CAM); gradcam and the gradient CAMs relu; lrp_* epsilon; scorecam/ablationcam batch_size.
+    progress: the expensive methods call it with the fraction done after each batch of forwards
+    (it may raise to stop them); single-pass methods ignore it.
     Returns (3, H, W) for pixel methods, (H, W) for occlusion and FullGrad, (h, w) at the layer's
     resolution for the CAMs.
     """
     info = method_info(method)
+    if info.expensive:
+        options["progress"] = progress
     module, categories, layers = _module_and_categories(model)
     target = as_target(target, categories)
     options = {**dict(info.defaults), **options}
@@ -187,7 +192,7 @@ def saliency_map(model, x: torch.Tensor, method: str, /, target=None, layer: str
         return integrated_gradients_map(module, x, target, **options)
     if method == "occlusion":
         index = target.index if isinstance(target, ClassTarget) else 0
-        return occlusion(_score_forward(module, target), x, index, **options)
+        return occlusion(_score_forward(inference_copy(module, x), target), x, index, **options)
     if method == "scorecam":
         return scorecam_map(module, x, target, layer, **options)
     if method == "ablationcam":

@@ -2,8 +2,9 @@
 
 The shared engine of every gradient method. It never mutates the model: trainable parameters are
 frozen for the call and restored (so no parameter gradient is ever computed), hooks live only for
-the forward pass, gradients come from ``torch.autograd.grad`` (nothing accumulates in ``.grad``),
-and the caller's input tensor is copied, never marked as requiring grad.
+the forward pass and act only on the calling thread's forwards, gradients come from
+``torch.autograd.grad`` (nothing accumulates in ``.grad``), and the caller's input tensor is
+copied, never marked as requiring grad.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 from toolbox.analysis.saliency.rectifiers import Rule, rectifier_rules
 from toolbox.analysis.saliency.targets import ClassTarget, Target, UnitTarget, target_scores
 from toolbox.errors import DeepvisError
-from toolbox.models.capture import resolve_module
+from toolbox.models.capture import register_own_forward_hook, resolve_module
 
 
 @dataclass
@@ -59,6 +60,8 @@ class _LayerTaps:
     (ReLU(inplace=True), residual +=) change the clone and the stored tensor keeps its values; the
     gradient reaching the clone is the gradient of the stored tensor. With ``cut``, the stored
     tensor is a fresh leaf: autograd records nothing before that layer and backward stops there.
+    The hooks act only on forwards of the thread that entered the block, so another thread's
+    forward through the same model (a dream in the live window) is neither recorded nor cut.
     """
 
     def __init__(self, model: nn.Module, graph_layers: Sequence[str], detached_layers: Sequence[str], cut: str | None):
@@ -83,7 +86,7 @@ class _LayerTaps:
 
     def __enter__(self) -> "_LayerTaps":
         for name, module, keep_graph in self._plan:
-            self._handles.append(module.register_forward_hook(self._hook(name, keep_graph)))
+            self._handles.append(register_own_forward_hook(module, self._hook(name, keep_graph)))
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,6 +1,8 @@
 """Integrated gradients (Sundararajan et al. 2017), path steps batched."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -36,10 +38,11 @@ def path_weights(steps: int, method: str = "gausslegendre") -> tuple[list[float]
 
 def integrated_gradients_map(model: nn.Module, x: torch.Tensor, target: Target, steps: int = 32,
                              method: str = "gausslegendre", baseline: float | torch.Tensor = 0.0,
-                             batch_size: int = 32) -> torch.Tensor:
+                             batch_size: int = 32, progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """(3, H, W): (x - baseline) times the path integral of the gradient from baseline to x.
     baseline is in model-input units (0 is the mean colour for ImageNet-normalised inputs).
-    The maps sum to about score(x) - score(baseline) (completeness)."""
+    The maps sum to about score(x) - score(baseline) (completeness). progress: called with the
+    fraction of steps done after each batch (it may raise to stop)."""
     alphas, weights = path_weights(steps, method)
     baseline = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
     if isinstance(target, ClassTarget) and target.index is None:
@@ -51,4 +54,6 @@ def integrated_gradients_map(model: nn.Module, x: torch.Tensor, target: Target, 
         w = torch.tensor(weights[start : start + batch_size], dtype=torch.float32, device=x.device).view(-1, 1, 1, 1)
         points = baseline + a * (x - baseline)
         total += (backprop(model, points, target).input_gradient * w).sum(0)
+        if progress is not None:
+            progress(min(start + batch_size, steps) / steps)
     return total * (x - baseline)[0]

@@ -20,19 +20,21 @@ Two canonisations make arbitrary torchvision-style models follow the rules, as z
   R_a = a R / (a + b), R_b = b R / (a + b).
 
 Everything happens inside one forward and one backward (``lrp_rules`` is entered around both);
-nothing is left on the model afterwards. Multiplicative gates (squeeze-excitation) take the plain
-gradient, as in zennit.
+nothing is left on the model afterwards. In between, the folded weights and zennit's rule hooks act
+on every forward of the model, whichever thread runs it: a model that other threads use meanwhile
+must not be given to it (the live window gives LRP a private copy). Multiplicative gates
+(squeeze-excitation) take the plain gradient, as in zennit.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
-import weakref
 from typing import Iterator
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from toolbox.models.batch_norm_folding import batch_norm_pairs
 
 LRP_COMPOSITES = ("lrp_epsilon", "lrp_epsilon_plus_flat", "lrp_alpha2_beta1")
 STABILIZER = 1e-6  # zennit's default for every rule but Epsilon
@@ -57,51 +59,6 @@ def make_composite(method: str, epsilon: float = 1e-6, canonizers=()):
     if method == "lrp_alpha2_beta1":
         return EpsilonAlpha2Beta1(epsilon=epsilon, canonizers=canonizers)
     raise ValueError(f"unknown LRP composite {method!r}: one of {', '.join(LRP_COMPOSITES)}")
-
-
-_PAIRS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-def batch_norm_pairs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
-    """[(linear or convolution name, batch norm name)] where the batch norm reads that layer's output
-    directly, found by tracing one forward of ``x`` (cached per model and input shape)."""
-    key = (tuple(x.shape[1:]), x.dtype)
-    cached = _PAIRS.get(model)
-    if cached is not None and cached[0] == key:
-        return list(cached[1])
-    producers: dict[int, str] = {}
-    pairs: list[tuple[str, str]] = []
-    handles = []
-
-    def produced(name):
-        def hook(module, inputs, output):
-            producers[id(output)] = name
-        return hook
-
-    def consumed(name):
-        def hook(module, inputs):
-            source = producers.get(id(inputs[0]))
-            if source is not None:
-                pairs.append((source, name))
-        return hook
-
-    keep_alive = []  # outputs stay referenced so their ids are not reused during the trace
-    try:
-        for name, module in model.named_modules():
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-                handles.append(module.register_forward_hook(produced(name)))
-                handles.append(module.register_forward_hook(lambda m, i, o: keep_alive.append(o)))
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                handles.append(module.register_forward_pre_hook(consumed(name)))
-        with torch.inference_mode():
-            model(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    feeders = collections.Counter(bn for _, bn in pairs)
-    pairs = list(dict.fromkeys(p for p in pairs if feeders[p[1]] == 1))  # a batch norm called on several layers stays
-    _PAIRS[model] = (key, tuple(pairs))
-    return pairs
 
 
 def batch_norm_canonizer(model: nn.Module, x: torch.Tensor):

@@ -53,13 +53,15 @@ def noise_tunnel_map(model: nn.Module, x: torch.Tensor, target: Target, kind: st
                      base: str = "gradient", layer: str | None = None, samples: int = 16, sigma: float = 0.15,
                      noise: torch.Tensor | None = None, batch_size: int = 16,
                      generator: torch.Generator | None = None,
-                     maps: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                     maps: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """``kind`` (smoothgrad | squaregrad | vargrad) of ``base`` for ``x`` (1, 3, H, W): the shape of
     one base map ((3, H, W), or (h, w) for CAMs).
 
     noise: (samples, 3, H, W) to add instead of drawing it (captum NoiseTunnel's noise gives its
       result exactly); else Gaussian with std ``sigma`` x the value range of x.
     maps: batch -> maps, replacing ``base`` (for callers with their own method).
+    progress: called with the fraction of samples done after each batch (it may raise to stop).
     """
     if kind not in NOISE_TUNNELS:
         raise ValueError(f"noise tunnel kind must be one of {', '.join(NOISE_TUNNELS)}, not {kind!r}")
@@ -75,6 +77,8 @@ def noise_tunnel_map(model: nn.Module, x: torch.Tensor, target: Target, kind: st
         total = m.sum(0) if total is None else total + m.sum(0)
         if kind != "smoothgrad":
             total_sq = (m * m).sum(0) if total_sq is None else total_sq + (m * m).sum(0)
+        if progress is not None:
+            progress(min(start + batch_size, noise.shape[0]) / noise.shape[0])
     count = noise.shape[0]
     if kind == "smoothgrad":
         return total / count

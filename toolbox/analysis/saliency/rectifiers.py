@@ -17,8 +17,9 @@ Interception is a ``TorchFunctionMode`` (thread-local, entered only for the forw
 catches ``nn.ReLU`` / ``nn.ReLU6`` / ``nn.Hardtanh(0, hi)`` modules (whose forwards call
 ``F.relu`` / ``F.hardtanh``), modules reused several times, and functional ``F.relu``,
 ``torch.relu``, ``Tensor.relu``, their in-place forms, ``F.relu6`` and ``F.hardtanh``.
-In-place calls stay in place (the result is copied into the input), so model code that ignores
-the return value of ``x.relu_()`` keeps working. No module is swapped and no hook is left behind.
+In-place calls stay in place (the input is rectified and returned, as autograd's own in-place
+forms do), so model code that ignores the return value of ``x.relu_()`` keeps working. No module
+is swapped and no hook is left behind.
 """
 from __future__ import annotations
 
@@ -55,28 +56,42 @@ class RuleState:
 
 
 class _Rectify(torch.autograd.Function):
-    """clamp(x, 0, hi) whose backward follows ``state.rule``; each rule is one fused aten backward
-    (threshold_backward / hardtanh_backward) on the saved input, after max(g, 0) for guided and deconv."""
+    """clamp(x, 0, hi), in place when asked, whose backward follows ``state.rule``.
+
+    The gate 0 < x < hi equals 0 < y < hi on the output y, so the backward reads whichever
+    tensor native autograd saves for the same call (the output of ReLU and of every in-place form,
+    the input of out-of-place hardtanh / ReLU6): a model that works under autograd works here, and
+    an in-place call needs no copy of its input. Each rule is one fused aten gate
+    (threshold_backward / hardtanh_backward) into a new tensor, rectified in place for guided and
+    deconv (max(g * gate, 0) == max(g, 0) * gate): one new tensor per call and rule.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, hi: float, state: RuleState, saved: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, hi: float, state: RuleState, inplace: bool) -> torch.Tensor:
         ctx.state, ctx.hi = state, hi
-        ctx.save_for_backward(saved)
-        return x.clamp(0, hi) if math.isfinite(hi) else x.clamp_min(0)
+        bounded = math.isfinite(hi)
+        if inplace:
+            y = x.clamp_(0, hi) if bounded else x.clamp_min_(0)
+            ctx.mark_dirty(x)
+        else:
+            y = x.clamp(0, hi) if bounded else x.clamp_min(0)
+        ctx.save_for_backward(x if bounded and not inplace else y)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
         rule, hi = ctx.state.rule, ctx.hi
-        if rule != "plain":
-            grad = grad.clamp_min(0)
-        if rule == "deconv":
-            grad = grad if not math.isfinite(hi) else torch.ops.aten.hardtanh_backward(grad, x, -math.inf, hi)
-        elif math.isfinite(hi):
-            grad = torch.ops.aten.hardtanh_backward(grad, x, 0.0, hi)  # gate 0 < x < hi
+        if rule == "deconv":  # max(g, 0) * [x < hi]
+            if not math.isfinite(hi):
+                return grad.clamp_min(0), None, None, None
+            return torch.ops.aten.hardtanh_backward(grad, saved, -math.inf, hi).clamp_min_(0), None, None, None
+        if math.isfinite(hi):
+            gated = torch.ops.aten.hardtanh_backward(grad, saved, 0.0, hi)  # g * [0 < x < hi]
         else:
-            grad = torch.ops.aten.threshold_backward(grad, x, 0.0)  # gate x > 0
-        return grad, None, None, None
+            gated = torch.ops.aten.threshold_backward(grad, saved, 0.0)  # g * [x > 0]
+        # gated is our own new tensor (the incoming grad may be shared), so rectify it in place
+        return (gated.clamp_min_(0) if rule == "guided" else gated), None, None, None
 
 
 def _arg(args, kwargs, position: int, name: str, default):
@@ -112,9 +127,7 @@ class _RectifierMode(TorchFunctionMode):
             if not x.requires_grad:
                 return func(*args, **kwargs)
             self.state.calls += 1
-            if inplace:  # x is overwritten below, so the backward keeps its own copy of the input
-                return x.copy_(_Rectify.apply(x, hi, self.state, x.detach().clone()))
-            return _Rectify.apply(x, hi, self.state, x.detach())
+            return _Rectify.apply(x, hi, self.state, inplace)
         if func in UNHANDLED_FUNCTIONS:
             self.state.unhandled.add(f"{func.__module__}.{func.__name__}")
         return func(*args, **kwargs)

@@ -98,12 +98,12 @@ def target_scores(target: Target, logits: torch.Tensor, activations: dict[str, t
 
 def target_scores_of(model, batch: torch.Tensor, target: Target) -> torch.Tensor:
     """(B,) scores of ``target`` for a batch, one forward without gradients (unit targets capture
-    their layer on the way). ClassTarget(None) takes each image's own top-1 class: resolve it first."""
-    from toolbox.models.capture import ActivationCapture
+    their layer on the way, from this thread's forward only). ClassTarget(None) takes each image's
+    own top-1 class: resolve it first."""
+    from toolbox.models.capture import forward_with_activations
 
-    with torch.inference_mode():
-        if isinstance(target, ClassTarget):
+    if isinstance(target, ClassTarget):
+        with torch.inference_mode():
             return target_scores(target, model(batch), {})
-        with ActivationCapture(model, [target.layer]) as capture:
-            logits = model(batch)
-        return target_scores(target, logits, capture.activations)
+    logits, activations = forward_with_activations(model, batch, [target.layer])
+    return target_scores(target, logits, activations)
