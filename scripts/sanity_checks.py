@@ -120,6 +120,8 @@ def _mbconv_sum_canonizer():
 
 
 def zennit_lrp(method: str):
+    """zennit's own composite for ``method`` with its SequentialMergeBatchNorm and the Sum canonizer
+    above: fn(module, x) -> (H, W) max-over-channels |relevance| of the cat logit."""
     from zennit.attribution import Gradient
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import EpsilonAlpha2Beta1, EpsilonPlusFlat
@@ -158,6 +160,7 @@ def grad_cam_raw(method: str):
 
 
 def grad_cam_fullgrad(module, x):
+    """pytorch-grad-cam's FullGrad map (H, W) in [0, 1] (its min-max scaling keeps the ranking)."""
     import pytorch_grad_cam as gc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -167,6 +170,8 @@ def grad_cam_fullgrad(module, x):
 
 
 def captum_squaregrad(seed: int):
+    """captum's NoiseTunnel(Saliency) "smoothgrad_sq" with LIGHT's sample count, drawing the same
+    noise on every call (its own draw, not ours): fn(module, x) -> (H, W)."""
     from captum.attr import NoiseTunnel, Saliency
 
     def run(module, x):
