@@ -59,6 +59,18 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, stages: Sequence[
     return rows
 
 
+def strided_stages(stages: Sequence[tuple[str, Sequence[str]]], stride: int) -> list[tuple[str, list[str]]]:
+    """Every ``stride``-th cumulative stage and the last, each merged with the stages skipped before
+    it, so that the randomisation still reaches everything above the row's label."""
+    kept, pending = [], []
+    for i, (label, names) in enumerate(stages):
+        pending += names
+        if i % stride == 0 or i == len(stages) - 1:
+            kept.append((label, pending))
+            pending = []
+    return kept
+
+
 def lite0_cascade(module: nn.Module) -> list[tuple[str, list[str]]]:
     """EfficientNet-Lite0's cascade, logits first: fc, head conv, then MBConv blocks 15 down to 0."""
     stages = [("_fc", ["_fc"]), ("_conv_head", ["_conv_head", "_bn1"])]
