@@ -13,7 +13,7 @@ they apply their rule at every rectifier as ours does (like for like, not the pl
 processes on a busy machine disturb far less than wall time.
 
     python scripts/bench_saliency.py [--models lite0 resnet18 vgg11_bn] [--repeats 7] [--device cpu]
-        [--methods gradient guided] [--size 224] [--batch-size 32] [--no-live] [--clock cpu] [--out bench.json]
+        [--methods gradient guided] [--size 224] [--image noise|cat] [--batch-size 32] [--no-live] [--clock cpu] [--out bench.json]
     (Score-CAM and Ablation-CAM run once each per side, both sides with the same --batch-size: minutes on a CPU)
 """
 from __future__ import annotations
@@ -157,11 +157,26 @@ def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
 SAME_SHAPE = ("gradient", "input_x_gradient", "guided", "deconvnet")  # captum returns our (3, H, W) map
 
 
+def bench_input(model, image: str, size: int) -> torch.Tensor:
+    """(1, 3, size, size) model input: seeded Gaussian noise, or skimage's cat photo ("cat")
+    through the model's preprocessing. Score-CAM's cost depends on the image (how many channels
+    share a mask), the other methods' do not."""
+    if image == "noise":
+        return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    cat = np.ascontiguousarray(skimage.data.chelsea()[:, :, ::-1])
+    view = cv2.resize(model.preprocess.model_view(cat), (size, size), interpolation=cv2.INTER_AREA)
+    return model.input_tensor(view).cpu()
+
+
 def bench_model(name: str, repeats: int, device, methods: list[str] | None = None, size: int = 224,
-                perturbation_batch: int = 32, live: bool = True, clock=time.perf_counter) -> dict:
+                perturbation_batch: int = 32, live: bool = True, clock=time.perf_counter, image: str = "noise") -> dict:
     model = load_model(name, weights=None if name == "lite0" else "none", device=device)
     module = model.module
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    x = bench_input(model, image, size).to(device)
     layer = model.layers[-1]
     rows = {}
     for method, refs in references(model, module, x, layer, perturbation_batch).items():
@@ -211,6 +226,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
+    parser.add_argument("--image", choices=("noise", "cat"), default="noise",
+                        help="seeded noise or skimage's cat photo (Score-CAM's cost depends on the image)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="Score-CAM / Ablation-CAM masks per forward, ours and pytorch-grad-cam's alike")
     parser.add_argument("--no-live", action="store_true", help="skip the live-loop saliency_pass timings")
@@ -226,9 +243,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # captum warns on every call about hooks and input requires_grad
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
-              "input": [1, 3, args.size, args.size], "perturbation_batch_size": args.batch_size,
+              "input": [1, 3, args.size, args.size], "image": args.image, "perturbation_batch_size": args.batch_size,
               "models": {name: bench_model(name, args.repeats, device, args.methods, args.size, args.batch_size,
-                                           not args.no_live, clock) for name in args.models}}
+                                           not args.no_live, clock, args.image) for name in args.models}}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
