@@ -69,6 +69,8 @@ ROWS = [
     Row("analyze-device-tpu", "analyze {cat} --out {out} --device tpu --quiet", "unknown device 'tpu'"),
     Row("analyze-unknown-model", "analyze {cat} --out {out} --model nosuchnet --quiet", "unknown model 'nosuchnet'"),
     Row("analyze-unknown-layer", "analyze {cat} --out {out} --layer _blocks.99 --quiet", "_blocks.99"),
+    Row("analyze-layer-after-pooling", "analyze {cat} --out {out} --layer _fc --quiet",
+        "layer '_fc' outputs shape (1000,), not a (C, H, W) feature map: pick a convolutional layer, e.g. '_relu1'"),
     Row("analyze-unknown-saliency", "analyze {cat} --out {out} --saliency nosuch --quiet", "nosuch"),
     Row("analyze-metrics-without-saliency", "analyze {cat} --out {out} --metrics deletion --quiet",
         "--metrics scores a saliency map: add --saliency"),
@@ -107,6 +109,10 @@ ROWS = [
     Row("inspect-onnx-model", "inspect {cat} --out {out} --model {onnx}", "inspect needs a PyTorch model"),
     Row("inspect-device-tpu", "inspect {cat} --out {out} --device tpu", "unknown device 'tpu'"),
     Row("inspect-binary-config", "inspect {cat} --out {out} --config {binary_yaml}", "is not a text file"),
+    Row("inspect-cam-after-global-pooling", "inspect {cat} --out {out} --model resnet18 --weights none --layer avgpool "
+        "--methods gradcam", "layer 'avgpool' outputs 1x512x1x1"),
+    Row("inspect-layer-after-pooling", "inspect {cat} --out {out} --layer _fc --methods gradient",
+        "layer '_fc' outputs shape (1000,), not a (C, H, W) feature map: pick a convolutional layer, e.g. '_relu1'"),
     # --- units ------------------------------------------------------------------------------
     Row("units-batch-0", "units --out {out} --channels 0:2 --batch 0 --quiet", "--batch must be 1 or more"),
     Row("units-batch-negative", "units --out {out} --channels 0:2 --batch -1 --quiet", "--batch must be 1 or more"),

@@ -199,7 +199,7 @@ def analyze_segment(plan: VideoPlan, segment: int, config: Config, video_part: s
                 continue
             result = analyser(frame)
             act = result.activations[layer]
-            require_4d(layer, act)
+            require_4d(layer, act, model.layers[-1])
             if patches is None and model.module is not None:  # receptive fields need a torch model, not an ONNX file
                 patches = TopPatches(receptive_field(model, layer), act.shape[0])
             if patches is not None:

@@ -77,9 +77,12 @@ def describe_layer(model: LoadedModel, layer: str, act: torch.Tensor) -> str:
     return f"layer {position}{layer} {tuple(act.shape)}"
 
 
-def require_4d(layer: str, act: torch.Tensor) -> None:
+def require_4d(layer: str, act: torch.Tensor, example: str | None = None) -> None:
+    """Refuse a layer whose activation (one image's) is not a (C, H, W) feature map, naming
+    ``example`` (a layer that is one) when given."""
     if act.dim() != 3:
+        named = f", e.g. '{example}'" if example else ""
         raise DeepvisError(
-            f"layer '{layer}' outputs shape {tuple(act.shape)}, not a (C, H, W) feature map: pick a convolutional layer "
-            "(deepvis layers)"
+            f"layer '{layer}' outputs shape {tuple(act.shape)}, not a (C, H, W) feature map: pick a convolutional "
+            f"layer{named} (deepvis layers)"
         )

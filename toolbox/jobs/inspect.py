@@ -13,7 +13,8 @@ from toolbox.analysis.saliency.metrics import METRICS
 from toolbox.atomic import user_write_errors
 from toolbox.config import Config
 from toolbox.errors import DeepvisError
-from toolbox.jobs.common import check_folder_name, chosen_layer, describe_layer, layers_to_capture, model_from_config
+from toolbox.jobs.common import (check_folder_name, chosen_layer, describe_layer, layers_to_capture, model_from_config,
+                                 require_4d)
 from toolbox.jobs.saliency_maps import write_saliency_maps
 from toolbox.output_set import OutputSet, check_output_folder
 from toolbox.render.filters import filter_grid
@@ -36,7 +37,8 @@ def first_conv(module: nn.Module) -> tuple[str, nn.Conv2d]:
 def inspect(image_path: str | Path, out_dir: str | Path, config: Config, methods: Sequence[str] | None = None,
             metrics: Sequence[str] = ()) -> dict[str, Path]:
     """Writes predictions.json, window.png, filters.png, features/NN_<layer>.png and saliency/ (each
-    saliency method's map for the top-1 class and all of them in saliency/sheet.png; with ``metrics``,
+    saliency method's map for the top-1 class, the CAMs at the configured layer or else the deepest
+    visualisable one, and all of them in saliency/sheet.png; with ``metrics``,
     saliency/metrics.md and metrics.json: see toolbox.jobs.saliency_maps) as one output set
     (toolbox.output_set); -> {what: final path}. methods: saliency methods (default: all)."""
     methods = tuple(METHODS) if methods is None else tuple(methods)
@@ -69,6 +71,7 @@ def _inspect_into(files: OutputSet, image, image_path, model, layer: str, config
         "predictions": [{"index": p.index, "label": p.label, "probability": p.probability} for p in predictions],
     })
     act = result.activations[layer]
+    require_4d(layer, act, model.layers[-1])
     channel = most_active_channels(act, 1)[0][0]
     status = f"{Path(image_path).name} | {model.name} | {describe_layer(model, layer, act)} | channel {channel}"
     window = render_window(WindowContent(result.view, act, channel, predictions, status), config.layout, config.display)
@@ -86,6 +89,8 @@ def _inspect_into(files: OutputSet, image, image_path, model, layer: str, config
         sheet = titled_image(sheet, f"{name} {tuple(a.shape)}: {a.shape[0]} channels, 0 top left, "
                              f"{geometry.cols} per row", scale=0.6)
         written[f"features/{name}"] = files.write_image(f"features/{i:02d}_{name}.png", sheet)
-    staged = write_saliency_maps(model, result.view, files.path("saliency"), methods=methods, metrics=metrics)
+    cam_layer = layer if config.model.layer is not None else None  # a chosen layer is the CAMs' layer too
+    staged = write_saliency_maps(model, result.view, files.path("saliency"), layer=cam_layer, methods=methods,
+                                 metrics=metrics)
     written.update({key: files.final_path(path.relative_to(files.staging).as_posix()) for key, path in staged.items()})
     return written
