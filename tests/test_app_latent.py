@@ -125,16 +125,93 @@ def test_map_pane_fits_in_the_background_and_the_point_moves_with_the_frame(lite
             assert handle.status == "done", handle.error
             a, state = step(app, carphone_frames[0], latent_map=True)
             b, _ = step(app, carphone_frames[-1], latent_map=True)
-        fitted, _, frame, count = app.latent_map._fitted
-        vectors, _, _ = app.latent.map_data()
-        assert count >= 8
+        fit = app.latent_map.fits["pca"]
+        assert fit.count >= 8 and b.extras["map"].fit is fit
         # the point is the PCA transform of the frame's vector, drawn where the atlas puts that position
-        expected = frame.to_pixels(fitted.transform(b.extras["latent"][None]))[0]
-        assert np.array_equal(b.extras["map"][-1], expected)
-        assert np.array_equal(b.extras["map"][-2], a.extras["map"][-1])  # the trail: a's point, then b's
-        assert not np.array_equal(a.extras["map"][-1], b.extras["map"][-1])
+        expected = fit.frame.to_pixels(fit.fitted.transform(b.extras["latent"][None]))[0]
+        trail_a, trail_b = a.extras["map"].trail, b.extras["map"].trail
+        assert np.array_equal(trail_b[-1], expected)
+        assert np.array_equal(trail_b[-2], trail_a[-1])  # the trail: a's point, then b's
+        assert not np.array_equal(trail_a[-1], trail_b[-1])
+        assert b.extras["map"].caption[1] == "live point: exact PCA projection; ring: now"
         assert not np.array_equal(pane(app, a, state, "zoom"), pane(app, b, state, "zoom"))
     finally:
+        app.tasks.shutdown()
+        app.source.close()
+
+
+def test_map_method_key_cycles_pca_umap_tsne():
+    from toolbox.app.map_plugin import METHOD, next_map_method
+    from toolbox.app.state import AppState
+
+    seen = []
+    state = AppState(layer="_blocks.8")
+    for _ in range(4):
+        state = next_map_method(state, None)
+        seen.append(state.extras[METHOD])
+    assert seen == ["umap", "tsne", "pca", "umap"]
+
+
+def test_umap_map_is_fitted_in_the_background_pca_meanwhile_then_the_frame_is_placed_by_its_neighbours(
+        lite0, carphone_frames, monkeypatch):
+    import threading
+
+    from toolbox.analysis.latent.maps import fit_map
+    from toolbox.app import map_plugin
+
+    release = threading.Event()
+
+    def held_fit(*args, **kwargs):  # the fit waits for the test: what the pane shows meanwhile is checked
+        release.wait(30)
+        return fit_map(*args, **kwargs)
+
+    monkeypatch.setattr(map_plugin, "fit_map", held_fit)
+    app = make_app(lite0)
+    app.latent_map.epochs = 30  # a small map: the layout converges in a few epochs
+    try:
+        with app.compute:
+            for f in carphone_frames[:12]:
+                step(app, f, latent_map=True)
+            release.set()
+            app.tasks.latest("latent_map").join(30)
+            release.clear()
+            pca, state = step(app, carphone_frames[1], latent_map=True, latent_map_method="umap")
+            fitting = app.tasks.latest("latent_map_nonlinear")
+            assert fitting.running and pca.extras["map"].fit is app.latent_map.fits["pca"]
+            assert pca.extras["map"].caption[1].startswith("fitting UMAP ")
+            # Esc cancels the fit: PCA stays, the caption says so, and the fit is not started again
+            assert app.tasks.cancel() >= 1
+            release.set()
+            fitting.join(60)
+            assert fitting.status == "cancelled"
+            cancelled, _ = step(app, carphone_frames[2], latent_map=True, latent_map_method="umap")
+            assert cancelled.extras["map"].caption[1] == "UMAP fit cancelled (Esc)"
+            assert app.tasks.latest("latent_map_nonlinear") is fitting and "umap" not in app.latent_map.fits
+            # cycling the method back to UMAP asks again
+            step(app, carphone_frames[2], latent_map=True, latent_map_method="pca")
+            step(app, carphone_frames[2], latent_map=True, latent_map_method="umap")
+            handle = app.tasks.latest("latent_map_nonlinear")
+            assert handle is not fitting
+            handle.join(120)
+            assert handle.status == "done", handle.error
+            a, state = step(app, carphone_frames[0], latent_map=True, latent_map_method="umap")
+            b, _ = step(app, carphone_frames[-1], latent_map=True, latent_map_method="umap")
+        fit = app.latent_map.fits["umap"]
+        assert a.extras["map"].fit is fit and fit.fitted.method == "umap"
+        assert a.extras["map"].caption[1].endswith("live point: 8-NN placement")
+        # the live point: the weighted mean of its 8 nearest fitted frames' UMAP positions, in atlas pixels
+        for result in (a, b):
+            expected = fit.frame.to_pixels(fit.placement.place(result.extras["latent"]))[0]
+            assert np.array_equal(result.extras["map"].trail[-1], expected)
+        assert len(b.extras["map"].trail) == 2  # the trail restarted on the new map
+        assert not np.array_equal(a.extras["map"].trail[-1], b.extras["map"].trail[-1])
+        # a remembered frame (the first one seen) lands on its own UMAP position
+        own = np.flatnonzero(np.all(fit.placement.vectors == a.extras["latent"], axis=1))
+        assert len(own) == 1
+        assert np.array_equal(a.extras["map"].trail[-1], fit.frame.to_pixels(fit.fitted.coords[own])[0])
+        assert not np.array_equal(pane(app, a, state, "zoom"), pane(app, pca, state, "zoom"))
+    finally:
+        release.set()
         app.tasks.shutdown()
         app.source.close()
 

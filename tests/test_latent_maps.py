@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from toolbox.analysis.latent.maps import fit_map
+from toolbox.analysis.latent.placement import NeighbourPlacement, knn_placement
 from toolbox.errors import DeepvisError
 from toolbox.jobs.map import draw_map
 from toolbox.render.atlas import atlas_plot, categorical_colours, mark_points
@@ -115,3 +116,63 @@ def test_a_missing_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "umap", None)  # "import umap" now fails
     with pytest.raises(DeepvisError, match=r"pip install 'deepvis\[latent\]'"):
         fit_map(np.zeros((10, 4), np.float32), "umap")
+
+
+def test_knn_placement_is_the_inverse_distance_weighted_mean_of_the_neighbours_positions():
+    coords = np.array([[0, 0], [4, 0], [0, 2], [9, 9]], np.float32)
+    distances = np.array([[1.0, 2.0, 4.0], [3.0, 0.0, 1.0]])
+    ids = np.array([[0, 1, 2], [3, 1, -1]])
+    # written out: weights 1/1, 1/2, 1/4 -> (0*1 + 4/2 + 0/4, 0 + 0 + 2/4) / 1.75
+    expected_first = np.array([2.0 / 1.75, 0.5 / 1.75])
+    got = knn_placement(distances, ids, coords)
+    np.testing.assert_allclose(got[0], expected_first, rtol=1e-6)
+    np.testing.assert_array_equal(got[1], coords[1])  # a neighbour at distance 0 takes all the weight
+    with pytest.raises(ValueError, match="at least one neighbour"):
+        knn_placement(np.ones((1, 2)), np.full((1, 2), -1), coords)
+
+
+def test_neighbour_placement_puts_a_fitted_vector_exactly_on_its_own_map_point(clusters):
+    vectors, _ = clusters
+    fitted = fit_map(vectors, "tsne", seed=0)
+    placement = NeighbourPlacement(vectors, fitted.coords, k=8)
+    np.testing.assert_array_equal(placement.place(vectors[::7]), fitted.coords[::7])
+    np.testing.assert_array_equal(placement.place(vectors[3]), fitted.coords[3:4])  # one (D,) vector
+
+
+@pytest.mark.parametrize("method", ["tsne", pytest.param("umap", marks=pytest.mark.slow)])
+def test_a_query_near_a_cluster_is_placed_inside_that_cluster_s_region(method, clusters):
+    vectors, labels = clusters
+    fitted = fit_map(vectors, method, seed=0, epochs=200)
+    placement = NeighbourPlacement(vectors, fitted.coords, k=8)
+    rng = np.random.default_rng(1)
+    centres = np.stack([vectors[labels == c].mean(0) for c in range(3)])
+    for c in range(3):
+        queries = centres[c] + 0.5 * rng.normal(size=(5, vectors.shape[1])).astype(np.float32)
+        placed = placement.place(queries)
+        own = fitted.coords[labels == c]
+        others = fitted.coords[labels != c]
+        # inside the region: nearer the cluster's own map points than any other cluster's, and within
+        # the cluster's bounding box on the map
+        for p in placed:
+            assert np.linalg.norm(own - p, axis=1).min() < np.linalg.norm(others - p, axis=1).min()
+            assert (p >= own.min(0)).all() and (p <= own.max(0)).all()
+
+
+@pytest.mark.parametrize("method", ["tsne", pytest.param("umap", marks=pytest.mark.slow)])
+def test_map_fits_report_progress_and_stop_when_the_progress_callback_raises(method, clusters):
+    vectors, _ = clusters
+    seen = []
+    plain = fit_map(vectors, method, seed=0, epochs=100)
+    reported = fit_map(vectors, method, seed=0, progress=seen.append, epochs=100)
+    np.testing.assert_array_equal(reported.coords, plain.coords)  # following the fit does not change it
+    assert seen == sorted(seen) and seen[0] < 0.1 and seen[-1] == 1.0
+
+    class Stop(Exception):
+        pass
+
+    def stop_halfway(fraction):
+        if fraction > 0.5:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        fit_map(vectors, method, seed=0, progress=stop_halfway, epochs=100)

@@ -1,31 +1,43 @@
-"""The map pane (key M): a 2-D map (PCA) of the index, or of the frames seen this session, drawn as an
-atlas of thumbnails in the zoom pane, with the current frame placed by the fitted map's transform and
-a short trail of where the last frames were.
+"""The map pane (key M): a 2-D map of the index, or of the frames seen this session, drawn as an
+atlas of thumbnails in the zoom pane, with the current frame placed on it and a short trail of where
+the last frames were. Key P cycles the map's method: PCA -> UMAP -> t-SNE.
 
-The map is fitted in the background (a task with progress); without an index it is fitted again when
-the session's memory has grown by half since the last fit.
+Every map is fitted in the background (a task with progress; Esc cancels it); without an index it is
+fitted again when the session's memory has grown by half since the last fit. PCA places the live
+frame by its exact projection. UMAP's and openTSNE's own transforms take 10-400 ms per point, so on
+their maps the frame is placed by its nearest fitted frames in feature space instead (the weighted
+mean of their map positions, ``analysis.latent.placement``), and the caption says so. Until the first
+non-linear fit is done, the PCA map is shown with the fit's progress in its caption.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import threading
+import time
 
 import numpy as np
 
-from toolbox.analysis.latent.maps import fit_map
+from toolbox.analysis.latent.maps import FeatureMap, fit_map
+from toolbox.analysis.latent.placement import NeighbourPlacement
 from toolbox.app.latent_source import latent_source
 from toolbox.app.state import AppState, LiveContext, register_action
-from toolbox.render.atlas import atlas_plot, categorical_colours, mark_points
+from toolbox.render.atlas import AtlasFrame, atlas_plot, categorical_colours, mark_points
 from toolbox.render.panes import blank_pane
 from toolbox.render.text import fit_text, put_text
 
 SHOWN = "latent_map"  # extras: bool, the pane is on
-METHOD = "pca"  # exact transform in microseconds: the live point moves at frame rate
+METHOD = "latent_map_method"  # extras: one of METHODS (absent: "pca")
+METHODS = ("pca", "umap", "tsne")
+NAMES = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE"}
+PCA_TASK, NONLINEAR_TASK = "latent_map", "latent_map_nonlinear"
 TRAIL = 24  # frames in the trail
 MIN_POINTS = 8
 REFIT_GROWTH = 1.5
-TITLE_H = 18
+NONLINEAR_LIMIT = 4096  # points a UMAP / t-SNE fit takes: a seeded sample of a larger index
+NEIGHBOURS = 8  # fitted frames that place the live frame on a non-linear map
+SEED = 0
+TITLE_H = 32  # two caption lines
 
 
 @register_action("latent_map")
@@ -33,64 +45,151 @@ def toggle_map(state: AppState, context: LiveContext) -> AppState:
     return dataclasses.replace(state, extras={**state.extras, SHOWN: not state.extras.get(SHOWN, False)})
 
 
+@register_action("latent_map_method")
+def next_map_method(state: AppState, context: LiveContext) -> AppState:
+    method = METHODS[(METHODS.index(state.extras.get(METHOD, "pca")) + 1) % len(METHODS)]
+    return dataclasses.replace(state, extras={**state.extras, METHOD: method})
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveFit:
+    """One fitted map and its atlas: ``count`` points fitted of the ``total`` in the set then;
+    ``placement`` None: the live frame is placed by the map's own (exact PCA) transform."""
+
+    fitted: FeatureMap
+    plot: np.ndarray
+    frame: AtlasFrame
+    count: int
+    total: int
+    finished: float  # time.monotonic()
+    placement: NeighbourPlacement | None
+
+    def pixel(self, vector: np.ndarray) -> np.ndarray:
+        """(D,) -> (2,) int atlas pixel (x, y) of the live frame."""
+        coords = self.fitted.transform(vector[None]) if self.placement is None else self.placement.place(vector)
+        return self.frame.to_pixels(coords)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class MapFrame:
+    """What the map stage hands the pane: the fit drawn, the trail (M, 2) int pixels oldest first,
+    and the two caption lines."""
+
+    fit: LiveFit
+    trail: np.ndarray
+    caption: tuple[str, str]
+
+
 class LiveMap:
-    def __init__(self, source, tasks, size: tuple[int, int]):
-        self.source, self.tasks, self.size = source, tasks, size
+    def __init__(self, source, tasks, size: tuple[int, int], epochs: int | None = None):
+        self.source, self.tasks, self.size, self.epochs = source, tasks, size, epochs
         self._lock = threading.Lock()
-        self._fitted = None  # (FeatureMap, atlas image, AtlasFrame, point count)
+        self.fits: dict[str, LiveFit] = {}
+        self._requested: str | None = None  # the method of the latest non-linear fit task
         self._trail: collections.deque = collections.deque(maxlen=TRAIL)
+        self._trail_fit: LiveFit | None = None
 
-    def _fit(self, task) -> int:
-        vectors, thumbs, classes = self.source.map_data()
-        task.report(0.2, "fitting the map")
-        fitted = fit_map(vectors, METHOD)
-        task.report(0.7, "drawing the atlas")
-        colours, _ = categorical_colours(classes)
-        side = min(self.size[0] - TITLE_H, self.size[1])
-        plot, frame = atlas_plot(fitted.coords, thumbs, colours, side=side, grid=max(4, side // 32))
-        with self._lock:
-            self._fitted = (fitted, plot, frame, len(vectors))
-            self._trail.clear()
-        return len(vectors)
+    def _count(self) -> int:
+        return len(self.source.index) if self.source.index is not None else len(self.source.memory)
 
-    def _maybe_fit(self) -> None:
-        count = len(self.source.index) if self.source.index is not None else len(self.source.memory)
-        handle = self.tasks.latest("latent_map")
-        if count < MIN_POINTS or (handle is not None and handle.running):
+    def _fit(self, method: str):
+        def run(task) -> int:
+            vectors, thumbs, classes = self.source.map_data()
+            total = len(vectors)
+            if method != "pca" and total > NONLINEAR_LIMIT:
+                keep = np.sort(np.random.default_rng(SEED).choice(total, NONLINEAR_LIMIT, replace=False))
+                vectors, thumbs, classes = vectors[keep], thumbs[keep], [classes[i] for i in keep]
+            task.report(0.02, f"fitting {NAMES[method]}")
+
+            def progress(fraction: float) -> None:
+                task.check()
+                task.report(0.02 + 0.9 * fraction)
+
+            fitted = fit_map(vectors, method, seed=SEED, progress=progress, epochs=self.epochs)
+            task.report(0.93, "drawing the atlas")
+            colours, _ = categorical_colours(classes)
+            side = min(self.size[0] - TITLE_H, self.size[1])
+            plot, frame = atlas_plot(fitted.coords, thumbs, colours, side=side, grid=max(4, side // 32))
+            placement = None if method == "pca" else NeighbourPlacement(vectors, fitted.coords, NEIGHBOURS)
+            task.check()
+            with self._lock:
+                self.fits[method] = LiveFit(fitted, plot, frame, len(vectors), total, time.monotonic(), placement)
+            return len(vectors)
+
+        return run
+
+    def _due(self, method: str, count: int) -> bool:
+        fit = self.fits.get(method)
+        return fit is None or (self.source.index is None and count >= REFIT_GROWTH * fit.total
+                               and count > fit.total + 16)
+
+    def _maybe_fit(self, method: str) -> None:
+        count = self._count()
+        if count < MIN_POINTS:
             return
-        fitted = self._fitted
-        if fitted is None or (self.source.index is None and count >= REFIT_GROWTH * fitted[3] and count > fitted[3] + 16):
-            self.tasks.start("latent_map", self._fit, label="latent map")
+        handle = self.tasks.latest(PCA_TASK)
+        if not (handle is not None and handle.running) and self._due("pca", count):
+            self.tasks.start(PCA_TASK, self._fit("pca"), label="latent map (PCA)")
+        handle = self.tasks.latest(NONLINEAR_TASK)
+        if self._requested != method:
+            if handle is not None and handle.running:
+                handle.cancel()  # the method was switched: that fit would only take the cores
+            self._requested = None
+        # a cancelled (Esc) or failed fit is not restarted on its own: cycling the method (through PCA)
+        # asks again
+        if method == "pca" or (self._requested == method and handle is not None and handle.status != "done"):
+            return
+        if self._due(method, count):
+            self._requested = method
+            self.tasks.start(NONLINEAR_TASK, self._fit(method), label=f"latent map ({NAMES[method]})")
 
-    def stage(self, result, state):
+    def _caption(self, method: str, fit: LiveFit) -> tuple[str, str]:
+        shown = fit.fitted.method
+        sample = f" (sample of {fit.total})" if fit.count < fit.total else ""
+        title = f"{NAMES[shown]} map of {fit.count} frames{sample} at {self.source.layer}"
+        handle = self.tasks.latest(NONLINEAR_TASK) if method != "pca" else None
+        fitting = ""
+        if handle is not None and self._requested == method:
+            fitting = {"running": f"fitting {NAMES[method]} {handle.progress * 100:.0f} %",
+                       "cancelled": f"{NAMES[method]} fit cancelled (Esc)",
+                       "failed": f"{NAMES[method]} fit failed: {handle.error}"}.get(handle.status, "")
+        if shown == "pca":
+            return title, fitting or "live point: exact PCA projection; ring: now"
+        verb = "fitted" if self.source.index is not None else "refit"
+        line = f"{verb} {time.monotonic() - fit.finished:.0f} s ago, live point: {fit.placement.k}-NN placement"
+        return title, line + (f"; re{fitting}" if fitting.startswith("fitting") else "")
+
+    def stage(self, result, state) -> MapFrame | None:
         """Compute thread: place the frame on the map (and start a fit when one is due)."""
         if not state.extras.get(SHOWN):
             return None
-        self._maybe_fit()
+        method = state.extras.get(METHOD, "pca")
+        self._maybe_fit(method)
         with self._lock:
-            fitted = self._fitted
-            if fitted is None:
+            fit = self.fits.get(method) or self.fits.get("pca")
+            if fit is None:
                 return None
-            point = fitted[2].to_pixels(fitted[0].transform(result.extras["latent"][None]))[0]
-            self._trail.append(point)
-            return np.array(self._trail)
+            if fit is not self._trail_fit:  # another map: the old trail's pixels mean nothing on it
+                self._trail.clear()
+                self._trail_fit = fit
+            self._trail.append(fit.pixel(result.extras["latent"]))
+            trail = np.array(self._trail)
+        return MapFrame(fit, trail, self._caption(method, fit))
 
     def pane(self, result, state) -> np.ndarray | None:
         h, w = self.size
         pane = blank_pane(h, w)
-        fitted, trail = self._fitted, result.extras.get("map")
-        if fitted is None:
-            count = len(self.source.index) if self.source.index is not None else len(self.source.memory)
-            put_text(pane, fit_text(f"map: {count} frames so far, fitting from {MIN_POINTS}", w - 8, 0.42), (4, 40),
-                     0.42)
+        shown = result.extras.get("map")
+        if shown is None:
+            put_text(pane, fit_text(f"map: {self._count()} frames so far, fitting from {MIN_POINTS}", w - 8, 0.42),
+                     (4, 40), 0.42)
             return pane
-        plot = fitted[1].copy()
-        if trail is not None and len(trail):
-            mark_points(plot, trail)
+        plot = shown.fit.plot.copy()
+        mark_points(plot, shown.trail)
         x = (w - plot.shape[1]) // 2
         pane[TITLE_H : TITLE_H + plot.shape[0], x : x + plot.shape[1]] = plot
-        title = f"{METHOD.upper()} map of {fitted[3]} frames at {self.source.layer}; ring: now"
-        put_text(pane, fit_text(title, w - 8, 0.4), (4, 13), 0.4)
+        for y, line in zip((13, 28), shown.caption):
+            put_text(pane, fit_text(line, w - 8, 0.4), (4, y), 0.4)
         return pane
 
 
@@ -108,7 +207,7 @@ def install_map(app):
             return previous(result, state) if previous is not None else None
         return live_map.pane(result, state)
 
-    app.compute.add_stage("map", live_map.stage, depends_on=(SHOWN,))
+    app.compute.add_stage("map", live_map.stage, depends_on=(SHOWN, METHOD))
     app.view.pane_providers["zoom"] = zoom
     app.view.status_flags.append(lambda state: "map" if state.extras.get(SHOWN) else None)
     app.latent_map = live_map

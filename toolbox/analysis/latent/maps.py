@@ -6,8 +6,9 @@ t-SNE (openTSNE). scikit-learn's own t-SNE has no transform, so openTSNE is used
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,8 +44,35 @@ def _library(name: str):
         raise DeepvisError(f"this map needs the {name} package: {EXTRA}") from None
 
 
-def fit_map(vectors: np.ndarray, method: str = "pca", seed: int = 0, threads: int = 1) -> FeatureMap:
-    """Fit a 2-D map of ``vectors`` (N, D); the same seed gives the same map."""
+class _EpochCounter:
+    """A file for umap-learn's tqdm bar over its layout epochs (bar format "{n}/{total}"): each
+    written bar becomes ``progress(n / total)``; an exception ``progress`` raises stops the fit
+    between two epochs (tqdm lets it through)."""
+
+    def __init__(self, progress: Callable[[float], None]):
+        self.progress = progress
+
+    def write(self, text: str) -> None:
+        found = re.findall(r"(\d+)/(\d+)", text)
+        if found and int(found[-1][1]):
+            self.progress(int(found[-1][0]) / int(found[-1][1]))
+
+    def flush(self) -> None:
+        pass
+
+
+TSNE_EXAGGERATION_ITERATIONS = 250  # openTSNE's default early-exaggeration phase
+TSNE_ITERATIONS = 500  # openTSNE's default main phase
+TSNE_CALLBACK_EVERY = 10
+
+
+def fit_map(vectors: np.ndarray, method: str = "pca", seed: int = 0, threads: int = 1,
+            progress: Callable[[float], None] | None = None, epochs: int | None = None) -> FeatureMap:
+    """Fit a 2-D map of ``vectors`` (N, D); the same seed gives the same map.
+
+    progress(fraction in [0, 1]) follows the layout optimisation (UMAP epochs, t-SNE iterations; PCA
+    has none); an exception it raises stops the fit and propagates (a cancelled background fit).
+    epochs: UMAP's layout epochs / t-SNE's main-phase iterations (None: the library's default)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     if method not in METHODS:
@@ -64,11 +92,25 @@ def fit_map(vectors: np.ndarray, method: str = "pca", seed: int = 0, threads: in
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*random_state.*")  # "n_jobs overridden": wanted, for a seed
+            bar = {} if progress is None else {"disable": False, "file": _EpochCounter(progress),
+                                               "bar_format": "{n}/{total}", "mininterval": 0.05}
             model = umap.UMAP(n_neighbors=min(15, n - 1), n_components=2, min_dist=0.1, random_state=seed,
-                              init="spectral" if n > 10 else "random").fit(vectors)
+                              init="spectral" if n > 10 else "random", n_epochs=epochs, tqdm_kwds=bar).fit(vectors)
         return FeatureMap(method, np.asarray(model.embedding_, np.float32), model)
     opentsne = _library("openTSNE")
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
-    embedding = opentsne.TSNE(perplexity=perplexity, random_state=seed, n_jobs=threads, verbose=False
+    iterations = TSNE_ITERATIONS if epochs is None else int(epochs)
+    callbacks = None
+    if progress is not None:
+        total, calls = TSNE_EXAGGERATION_ITERATIONS + iterations, [0]
+
+        def callbacks(iteration, error, embedding) -> bool:
+            calls[0] += 1
+            progress(min(1.0, calls[0] * TSNE_CALLBACK_EVERY / total))
+            return False
+
+    embedding = opentsne.TSNE(perplexity=perplexity, random_state=seed, n_jobs=threads, verbose=False,
+                              n_iter=iterations, early_exaggeration_iter=TSNE_EXAGGERATION_ITERATIONS,
+                              callbacks=callbacks, callbacks_every_iters=TSNE_CALLBACK_EVERY
                               ).fit(vectors.astype(np.float64))
     return FeatureMap(method, np.asarray(embedding, np.float32), embedding)
