@@ -12,7 +12,7 @@ from toolbox.analysis.latent.maps import fit_map
 from toolbox.analysis.latent.placement import NeighbourPlacement, knn_placement
 from toolbox.errors import DeepvisError
 from toolbox.jobs.map import draw_map
-from toolbox.render.atlas import atlas_plot, categorical_colours, mark_points
+from toolbox.render.atlas import atlas_plot, categorical_colours, legend_strip, mark_points
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,12 @@ def test_map_fits_report_progress_and_stop_when_the_progress_callback_raises(met
 
     with pytest.raises(Stop):
         fit_map(vectors, method, seed=0, progress=stop_halfway, epochs=100)
+
+
+def test_legend_strip_shows_the_first_classes_swatches_left_to_right_and_cuts_what_does_not_fit():
+    entries = [("cat", (0, 0, 255), 5), ("dog", (0, 255, 0), 3), ("a very long label" * 4, (255, 0, 0), 1)]
+    strip = legend_strip(entries, 16, 110)
+    columns = [np.flatnonzero(np.all(strip[8] == c, axis=1)) for c, in [((0, 0, 255),), ((0, 255, 0),)]]
+    assert all(len(c) >= 8 for c in columns) and columns[0].max() < columns[1].min()
+    wide = legend_strip(entries, 16, 600)
+    assert np.all(wide[8] == (255, 0, 0), axis=1).sum() >= 8 and not np.all(strip[8] == (255, 0, 0), axis=1).any()

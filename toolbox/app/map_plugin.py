@@ -22,7 +22,7 @@ from toolbox.analysis.latent.maps import FeatureMap, fit_map
 from toolbox.analysis.latent.placement import NeighbourPlacement
 from toolbox.app.latent_source import latent_source
 from toolbox.app.state import AppState, LiveContext, register_action
-from toolbox.render.atlas import AtlasFrame, atlas_plot, categorical_colours, mark_points
+from toolbox.render.atlas import AtlasFrame, atlas_plot, categorical_colours, legend_strip, mark_points
 from toolbox.render.panes import blank_pane
 from toolbox.render.text import fit_text, put_text
 
@@ -38,6 +38,7 @@ NONLINEAR_LIMIT = 4096  # points a UMAP / t-SNE fit takes: a seeded sample of a 
 NEIGHBOURS = 8  # fitted frames that place the live frame on a non-linear map
 SEED = 0
 TITLE_H = 32  # two caption lines
+LEGEND_H = 16  # one line of top-1 classes under the atlas
 
 
 @register_action("latent_map")
@@ -53,11 +54,13 @@ def next_map_method(state: AppState, context: LiveContext) -> AppState:
 
 @dataclasses.dataclass(frozen=True)
 class LiveFit:
-    """One fitted map and its atlas: ``count`` points fitted of the ``total`` in the set then;
-    ``placement`` None: the live frame is placed by the map's own (exact PCA) transform."""
+    """One fitted map, its atlas and the atlas' class legend strip: ``count`` points fitted of the
+    ``total`` in the set then; ``placement`` None: the live frame is placed by the map's own (exact PCA)
+    transform."""
 
     fitted: FeatureMap
     plot: np.ndarray
+    legend: np.ndarray
     frame: AtlasFrame
     count: int
     total: int
@@ -107,13 +110,15 @@ class LiveMap:
 
             fitted = fit_map(vectors, method, seed=SEED, progress=progress, epochs=self.epochs)
             task.report(0.93, "drawing the atlas")
-            colours, _ = categorical_colours(classes)
-            side = min(self.size[0] - TITLE_H, self.size[1])
+            colours, entries = categorical_colours(classes)
+            side = min(self.size[0] - TITLE_H - LEGEND_H, self.size[1])
             plot, frame = atlas_plot(fitted.coords, thumbs, colours, side=side, grid=max(4, side // 32))
+            legend = legend_strip(entries, LEGEND_H, self.size[1])
             placement = None if method == "pca" else NeighbourPlacement(vectors, fitted.coords, NEIGHBOURS)
             task.check()
             with self._lock:
-                self.fits[method] = LiveFit(fitted, plot, frame, len(vectors), total, time.monotonic(), placement)
+                self.fits[method] = LiveFit(fitted, plot, legend, frame, len(vectors), total, time.monotonic(),
+                                           placement)
             return len(vectors)
 
         return run
@@ -188,6 +193,7 @@ class LiveMap:
         mark_points(plot, shown.trail)
         x = (w - plot.shape[1]) // 2
         pane[TITLE_H : TITLE_H + plot.shape[0], x : x + plot.shape[1]] = plot
+        pane[TITLE_H + plot.shape[0] : TITLE_H + plot.shape[0] + LEGEND_H] = shown.fit.legend
         for y, line in zip((13, 28), shown.caption):
             put_text(pane, fit_text(line, w - 8, 0.4), (4, y), 0.4)
         return pane

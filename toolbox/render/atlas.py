@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from toolbox.render.panes import blank_pane
-from toolbox.render.text import fit_text, put_text
+from toolbox.render.text import fit_text, put_text, text_width
 
 # 20 distinguishable colours (Tableau 20), BGR.
 PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
@@ -118,6 +118,23 @@ def legend_panel(entries: Sequence[tuple[str, tuple[int, int, int], int]], heigh
         cv2.rectangle(pane, (8, y + 4), (24, y + 18), tuple(int(v) for v in colour), -1)
         put_text(pane, fit_text(f"{label} ({count})", width - 40, 0.42), (32, y + 16), 0.42)
         y += 22
+    return pane
+
+
+def legend_strip(entries: Sequence[tuple[str, tuple[int, int, int], int]], height: int, width: int,
+                 scale: float = 0.35) -> np.ndarray:
+    """A (height, width, 3) one-line legend: a colour swatch and label per entry, left to right, as
+    many as fit (most frequent first, as ``categorical_colours`` orders them)."""
+    pane = blank_pane(height, width, BACKGROUND)
+    x, box = 4, max(4, height - 6)
+    for label, colour, _ in entries:
+        room = width - x - box - 8
+        if room < text_width("abc...", scale):
+            break
+        text = fit_text(label, min(room, width // 3), scale)
+        cv2.rectangle(pane, (x, (height - box) // 2), (x + box, (height + box) // 2), tuple(int(v) for v in colour), -1)
+        put_text(pane, text, (x + box + 3, height - 4), scale)
+        x += box + 3 + text_width(text, scale) + 10
     return pane
 
 
