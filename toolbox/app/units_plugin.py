@@ -16,9 +16,7 @@ and acts on it once.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
-import time
 
 import numpy as np
 
@@ -26,8 +24,9 @@ from toolbox.analysis.top_patches import TopPatches
 from toolbox.analysis.unit_cache import DEFAULT_BATCH, UnitCache, compute_unit_images
 from toolbox.analysis.unitvis import UnitVisSettings, preset
 from toolbox.app.compute import LiveResult
-from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, Transition, register_action
-from toolbox.app.tasks import TaskContext, TaskRunner
+from toolbox.app.state import (AppState, Effect, LayerShape, LiveContext, Transition, register_action, with_extras,
+                               with_request)
+from toolbox.app.tasks import TaskContext, TaskRunner, throttled
 from toolbox.config import UnitsConfig
 from toolbox.models.receptive_field import receptive_field
 from toolbox.models.registry import LoadedModel
@@ -40,31 +39,27 @@ FILTERS = "units_filters"  # extras: bool, the mosaic shows filters
 RESET = "units_reset"  # extras: int, bumped by each reset request
 PRECOMPUTE = "units_precompute"  # extras: int, bumped by each whole-layer request
 UNIT_TASK, LAYER_TASK = "units", "units_layer"  # task names
-REPORT_EVERY_S = 0.2  # progress reports redraw the window: a few per second are enough
+REPORT_EVERY_S = 0.2  # optimisation steps report progress at most this often (each report redraws the window)
 TRACKED_LAYERS = 4  # top-9 kept for the most recently shown layers (deep layers keep whole frames)
 
 
 # --- key actions (pure) ---------------------------------------------------------------------------
 
-def _with_extras(state: AppState, **changes) -> AppState:
-    return dataclasses.replace(state, extras={**state.extras, **changes})
-
-
 @register_action("units_filters")
 def toggle_filters(state: AppState, context: LiveContext) -> AppState:
-    return _with_extras(state, **{FILTERS: not state.extras.get(FILTERS, False)})
+    return with_extras(state, **{FILTERS: not state.extras.get(FILTERS, False)})
 
 
 @register_action("units_reset_top")
 def reset_top(state: AppState, context: LiveContext) -> Transition:
-    return Transition(_with_extras(state, **{RESET: int(state.extras.get(RESET, 0)) + 1}),
+    return Transition(with_request(state, RESET),
                       (Effect("message", text="top-9 patches reset"),))
 
 
 @register_action("units_precompute")
 def precompute_layer(state: AppState, context: LiveContext) -> Transition:
     name = context.layers[state.layer].name
-    return Transition(_with_extras(state, **{PRECOMPUTE: int(state.extras.get(PRECOMPUTE, 0)) + 1}),
+    return Transition(with_request(state, PRECOMPUTE),
                       (Effect("message", text=f"unit images of {name}: computing in the background (Esc cancels)"),))
 
 
@@ -176,13 +171,11 @@ class LiveUnits:
         # The shared model: the frame capture is gated to the compute thread, and unit_images
         # ignores forwards from other threads, so the two never see each other's passes.
         model = self.model
-        done, total, last = 0, max(1, len(channels)), [0.0]
+        done, total = 0, max(1, len(channels))
+        progress = throttled(task.report, REPORT_EVERY_S)
 
         def on_step(step: int, steps: int, size: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= REPORT_EVERY_S:
-                last[0] = now
-                task.report((done + size * step / max(1, steps)) / total)
+            progress((done + size * step / max(1, steps)) / total)
 
         # The selected unit alone first (it is on screen), then the rest in batches (cheaper per unit).
         chunks = [channels[:1]] + [channels[i : i + DEFAULT_BATCH] for i in range(1, len(channels), DEFAULT_BATCH)]
@@ -260,10 +253,8 @@ class LiveUnits:
 
 def install_units(app) -> LiveUnits:
     """Plugin for ``LiveOptions.plugins``: the unit column in the side pane and the filter view."""
-    panes = app.view.panes
-    size = lambda name: (panes[name].h, panes[name].w) if name in panes else None  # noqa: E731
     units = LiveUnits(app.model, app.layers, app.tasks, live_unit_settings(app.config.units),
-                      size("side"), size("mosaic"))
+                      app.view.pane_size("side"), app.view.pane_size("mosaic"))
     app.units = units
     if app.model.module is None:
         return units  # an ONNX graph: nothing to optimise through or to draw filters of
