@@ -44,10 +44,8 @@ from toolbox.app.tasks import TaskContext, TaskRunner, lower_priority
 from toolbox.config import SaliencyConfig
 from toolbox.models.module_copy import copy_without_hooks
 from toolbox.models.registry import LoadedModel
-from toolbox.render.colormap import colormap_image
 from toolbox.render.heatmap import HeatmapStyle, gradient_picture, method_style, render_heatmap
-from toolbox.render.mosaic import (BACKGROUND, SEPARATOR, MosaicGeometry, grid_levels, mosaic_geometry,
-                                   outline_tile, resize_tiles, to_levels)
+from toolbox.render.mosaic import back_diffs_mosaic, mosaic_geometry
 from toolbox.render.panes import fit_image, labelled_pane
 from toolbox.sources.frame import Frame
 
@@ -119,29 +117,6 @@ def target_of(state: AppState, layers: tuple[LayerShape, ...]) -> Target:
     if spec[0] == "unit":
         return UnitTarget(spec[1], int(spec[2]))
     return ClassTarget()
-
-
-# --- pictures (pure) --------------------------------------------------------------------------------
-
-def back_diffs_mosaic(gradient: torch.Tensor, geometry: MosaicGeometry, normalisation: str = "channel",
-                      colormap: str = "none", selected: int | None = None) -> np.ndarray:
-    """(C, h, w) signed layer gradient -> (H', W', 3) uint8 BGR mosaic around mid-grey (zero), brighter
-    where raising the activation raises the target, as the Deep Visualization Toolbox draws back diffs.
-    Scaled by the largest |gradient| of each channel ("channel") or of the layer ("layer")."""
-    g = gradient.float()
-    scale = g.abs().amax(dim=(1, 2), keepdim=True) if normalisation == "channel" else g.abs().max()
-    unit = 0.5 + 0.5 * g / torch.where(scale > 0, scale, torch.ones_like(scale))
-    if geometry.tile_h >= g.shape[1]:  # enlarging repeats pixels: quantise first, repeat bytes
-        levels = resize_tiles(to_levels(unit)[None], geometry.tile_h, geometry.tile_w)[0]
-    else:
-        levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])
-    image = colormap_image(grid_levels(levels, geometry, SEPARATOR[0], BACKGROUND[0]).cpu().numpy(), colormap)
-    if colormap != "none":  # the table coloured the separators and empty cells too: restore them
-        grey = grid_levels(torch.ones_like(levels), geometry, 2, 3).cpu().numpy()
-        image[grey == 2], image[grey == 3] = SEPARATOR, BACKGROUND
-    if selected is not None:
-        outline_tile(image, geometry, selected)
-    return image
 
 
 # --- the plugin ---------------------------------------------------------------------------------------

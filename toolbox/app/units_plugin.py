@@ -30,9 +30,7 @@ from toolbox.app.tasks import TaskContext, TaskRunner, throttled
 from toolbox.config import UnitsConfig
 from toolbox.models.receptive_field import receptive_field
 from toolbox.models.registry import LoadedModel
-from toolbox.render.filters import filters_view, layer_conv_weight
-from toolbox.render.panes import blank_pane, fit_image
-from toolbox.render.text import fit_text, put_text
+from toolbox.render.filters import filters_pane, layer_conv_weight
 from toolbox.render.unit_column import unit_column
 
 FILTERS = "units_filters"  # extras: bool, the mosaic shows filters
@@ -227,22 +225,11 @@ class LiveUnits:
         if not state.extras.get(FILTERS) or self.mosaic_size is None or self.model.module is None:
             return None
         layer = self.layers[state.layer].name
-        weight = layer_conv_weight(self.model.module, layer)
         key = (layer, state.channel)
         cached = self._filters
         if cached is not None and cached[0] == key:
             return cached[1]
-        if weight is None:
-            pane = blank_pane(*self.mosaic_size)
-            put_text(pane, fit_text(f"no convolution before {layer}", self.mosaic_size[1] - 20, 0.6), (10, 30), 0.6)
-        else:
-            pane = fit_image(filters_view(weight, state.channel, *self.mosaic_size), *self.mosaic_size,
-                             enlarge=False)  # centred, pixel-exact tiles
-            if weight.shape[1] != 3:  # the picture is of one filter: say which, and how to read it
-                kind = "1x1: weight per input channel, red +, blue -" if weight.shape[-2:] == (1, 1) else \
-                    f"{weight.shape[-2]}x{weight.shape[-1]} kernel per input channel"
-                caption = f"filter {min(state.channel, weight.shape[0] - 1)} of {layer} ({kind})"
-                put_text(pane, fit_text(caption, self.mosaic_size[1] - 12, 0.45), (6, self.mosaic_size[0] - 8), 0.45)
+        pane = filters_pane(layer_conv_weight(self.model.module, layer), state.channel, layer, *self.mosaic_size)
         self._filters = (key, pane)
         return pane
 
