@@ -50,8 +50,7 @@ def toggle_filters(state: AppState, context: LiveContext) -> AppState:
 
 @register_action("units_reset_top")
 def reset_top(state: AppState, context: LiveContext) -> Transition:
-    return Transition(with_request(state, RESET),
-                      (Effect("message", text="top-9 patches reset"),))
+    return Transition(with_request(state, RESET), (Effect("message", text="top-9 patches reset"),))
 
 
 @register_action("units_precompute")
