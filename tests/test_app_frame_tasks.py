@@ -140,3 +140,23 @@ def test_a_finished_shot_is_saved_under_a_fresh_name_and_a_cancelled_one_is_not(
 def test_a_caption_sits_on_a_dark_band_over_the_picture():
     pane = captioned_pane(np.full((60, 80, 3), 200, np.uint8), "caption", SIZE)
     assert pane[2, -2].max() < 80 and pane[-2, -2].min() == 200
+
+
+def test_the_shot_key_opens_the_view_with_a_new_request_and_closes_it_again():
+    from toolbox.app.frame_tasks import toggle_shot_view
+
+    state = AppState(layer=2, channel=5)
+    opened = toggle_shot_view(state, "request", "view", "making it")
+    assert opened.state.extras == {"request": 1, "view": (2, 5)}
+    assert [e.text for e in opened.effects] == ["making it"]
+    closed = toggle_shot_view(opened.state, "request", "view", "making it")
+    assert closed.extras == {"request": 1, "view": None}  # a plain state: no message, no new request
+    moved = dataclasses.replace(opened.state, channel=6)  # the view closed itself: the key asks again
+    assert toggle_shot_view(moved, "request", "view", "again").state.extras == {"request": 2, "view": (2, 6)}
+
+
+def test_a_caption_over_no_picture_sits_on_a_blank_pane():
+    pane = captioned_pane(None, "caption", SIZE)
+    band = pane[:CAPTION_ROWS]
+    assert pane.shape == (*SIZE, 3)
+    assert (pane[CAPTION_ROWS:] == pane[-1, -1]).all() and band.max() > 200  # the text is bright

@@ -109,3 +109,17 @@ def test_plugins_install_stages_and_panes_when_the_app_is_built(lite0):
         assert seen == [app] and "side" in app.view.pane_providers
     finally:
         app.source.close()
+
+
+def test_a_stacked_pane_provider_shows_the_earlier_one_where_it_has_nothing():
+    from toolbox.app.view import LiveView
+
+    view = LiveView(CONFIG, ())
+    below, above = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4, 3), np.uint8)
+    view.add_pane_provider("side", lambda result, state: below)
+    view.add_pane_provider("side", lambda result, state: above if state.mode == "on" else None)
+    side = view.pane_providers["side"]
+    assert side(None, AppState(layer=0, mode="on")) is above
+    assert side(None, AppState(layer=0)) is below
+    assert view.pane_size("side") == (CONFIG.layout.panes["side"].h, CONFIG.layout.panes["side"].w)
+    assert view.pane_size("no such pane") is None

@@ -14,14 +14,13 @@ from torch import nn
 from toolbox.analysis.saliency import saliency_pass
 from toolbox.app.keys import load_key_table
 from toolbox.app.live import LiveApp, LiveOptions
-from toolbox.app.saliency_plugin import (BACK_DIFFS, EXPENSIVE, LIVE_METHODS, PLACEMENT, TARGET, TASK,
-                                         back_diffs_mosaic, install_saliency)
+from toolbox.app.saliency_plugin import BACK_DIFFS, EXPENSIVE, LIVE_METHODS, PLACEMENT, TARGET, TASK, install_saliency
 from toolbox.app.state import AppState, LayerShape, LiveContext, reduce
 from toolbox.app.threads import Captured
 from toolbox.cli import _config, build_parser
 from toolbox.config import load_config
 from toolbox.models import load_model
-from toolbox.render.mosaic import mosaic_geometry
+from toolbox.render.mosaic import back_diffs_mosaic, mosaic_geometry
 from toolbox.sources import open_source
 from toolbox.sources.frame import Frame
 

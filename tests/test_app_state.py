@@ -151,3 +151,14 @@ def test_extensions_register_actions_and_a_name_is_taken_once():
             register_action(name, lambda s, c: s)
     finally:
         del ACTIONS[name]
+
+
+def test_with_request_bumps_the_counter_and_adds_changes_without_touching_the_old_state():
+    from toolbox.app.state import with_request
+
+    state = AppState(layer=0, extras={"other": 1})
+    once = with_request(state, "ask", view=(0, 3))
+    twice = with_request(once, "ask")
+    assert dict(state.extras) == {"other": 1}
+    assert dict(once.extras) == {"other": 1, "ask": 1, "view": (0, 3)}
+    assert twice.extras["ask"] == 2 and twice.extras["view"] == (0, 3)

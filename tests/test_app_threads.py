@@ -328,3 +328,16 @@ def test_no_display_is_one_clear_error_before_any_window():
 def test_an_unreachable_local_display_is_reported_instead_of_aborting():
     with pytest.raises(DeepvisError, match="cannot reach the X display :4321"):
         check_gui({"DISPLAY": ":4321"})
+
+
+def test_throttled_progress_reports_the_first_call_then_at_most_once_per_interval(monkeypatch):
+    import toolbox.app.tasks as tasks_module
+
+    now = [1024.0]
+    monkeypatch.setattr(tasks_module.time, "monotonic", lambda: now[0])
+    reported = []
+    progress = tasks_module.throttled(reported.append, every_s=0.25)
+    for step in range(10):  # 1/16 s apart (exact in binary): 0.0 reported, then every fourth call
+        progress(step / 10)
+        now[0] += 0.0625
+    assert reported == [0.0, 0.4, 0.8]

@@ -1,6 +1,7 @@
 """Filter pictures for deeper layers: one tile per input channel of the selected filter."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from toolbox.render.filters import filters_view, input_channel_grid, layer_conv_weight
@@ -62,3 +63,18 @@ def test_the_first_layer_filter_grid_outlines_the_selected_filter():
     assert tuple(grid[y - 1, x]) == CURSOR[0] and tuple(grid[y + g.tile_h, x + g.tile_w]) == CURSOR[0]
     y, x = g.tile_origin(1)
     assert tuple(grid[y - 1, x]) != CURSOR[0]
+
+
+def test_filters_pane_names_a_single_filter_and_says_when_no_convolution_precedes():
+    from toolbox.render.filters import filters_pane
+    from toolbox.render.panes import PANE_BACKGROUND, fit_image
+
+    rgb, deep = torch.randn(8, 3, 3, 3), torch.randn(6, 4, 3, 3)
+    assert np.array_equal(filters_pane(rgb, 2, "conv1", 90, 120),  # all filters: no caption
+                          fit_image(filters_view(rgb, 2, 90, 120), 90, 120, enlarge=False))
+    plain = fit_image(filters_view(deep, 9, 90, 120), 90, 120, enlarge=False)
+    captioned = filters_pane(deep, 9, "conv2", 90, 120)  # channel past the end: the last filter
+    differs = np.nonzero((captioned != plain).any(axis=(1, 2)))[0]
+    assert differs.min() >= 90 - 20 and len(differs) > 3  # one line of text along the bottom edge
+    empty = filters_pane(None, 0, "relu", 90, 120)
+    assert (empty[40:] == PANE_BACKGROUND).all() and (empty[:40] != PANE_BACKGROUND).any()

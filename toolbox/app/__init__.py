@@ -12,7 +12,8 @@ Extension points for features that plug in later (saliency, DeepDream, unit pict
 - compute.LiveCompute.add_stage(name, fn, depends_on=(state fields,)): fn(result, state) runs in the
   compute thread after the forward; its value lands in LiveResult.extras[name]. ``forward`` can be
   replaced by a callable(frame) -> FrameResult (e.g. one that keeps the graph for gradients).
-- view.LiveView.pane_providers["zoom" | "side" | "mosaic"] = fn(result, state) -> BGR image or None;
+- view.LiveView.pane_providers["zoom" | "side" | "mosaic"] = fn(result, state) -> BGR image or None
+  (``add_pane_provider(name, fn)`` stacks fn over the pane's earlier provider, shown where fn gives None);
   view.LiveView.status_flags: fn(state) -> a word for the status line, or None.
 - compute.LiveCompute.forward_for: fn(frame, state) -> FrameResult | None, a forward that takes over
   for some states (saliency: one forward + backward gives activations, map and layer gradient);

@@ -25,8 +25,8 @@ import numpy as np
 
 from toolbox.analysis.dream import PRESETS, DreamEngine, DreamSettings, LiveDreamer, dream, live_settings, preset
 from toolbox.app.frame_tasks import (Captions, FrameTasks, Shot, install_frame_tasks, mosaic_size, shrunk,
-                                     start_with_extras, view_is_open, with_extras)
-from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action
+                                     toggle_shot_view, view_is_open)
+from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action, with_extras
 from toolbox.app.tasks import TaskContext
 from toolbox.config import DreamConfig
 
@@ -56,12 +56,8 @@ def preset_name(state: AppState) -> str:
 
 @register_action("dream_frame")
 def dream_frame(state: AppState, context: LiveContext) -> Transition | AppState:
-    if view_open(state):
-        return with_extras(state, **{VIEW: None})
     layer = context.layers[dream_layer_index(state)].name
-    return Transition(with_extras(state, **{REQUEST: int(state.extras.get(REQUEST, 0)) + 1,
-                                             VIEW: (state.layer, state.channel)}),
-                      (Effect("message", text=f"dreaming on {layer} (Esc cancels)"),))
+    return toggle_shot_view(state, REQUEST, VIEW, f"dreaming on {layer} (Esc cancels)")
 
 
 @register_action("dream_live")
@@ -178,7 +174,7 @@ class LiveDream(FrameTasks):
 
 def install_dream(app) -> LiveDream:
     """Plugin for ``LiveOptions.plugins``: the dream keys' tasks, the dream in the mosaic pane."""
-    start_with_extras(app, **{PRESET: app.config.dream.preset})  # reset returns to the configured preset
+    app.start_with_extras(**{PRESET: app.config.dream.preset})  # reset returns to the configured preset
     dreams = LiveDream(app.model, app.layers, app.tasks, app.config.dream, app.frames,
                        app.options.snapshot_dir or app.config.live.snapshot_dir, mosaic_size(app),
                        alive=app.compute_thread.is_alive)  # it starts the loop; shutdown joins it first

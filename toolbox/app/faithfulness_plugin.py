@@ -8,7 +8,6 @@ the method it scored and its age, or the progress while it runs.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import torch
 from toolbox.analysis.saliency.metrics import faithfulness
 from toolbox.analysis.saliency.targets import ClassTarget, resolve_top1
 from toolbox.app.saliency_plugin import OFF, TITLES, LiveMap, LiveSaliency
-from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action
+from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action, with_request
 from toolbox.app.tasks import TaskContext, TaskRunner
 
 REQUEST = "faithfulness_request"  # extras: how many times the key was pressed
@@ -31,8 +30,7 @@ BATCH = 8  # masked images per forward: progress advances after each batch
 def request_deletion_auc(state: AppState, context: LiveContext) -> Transition:
     if state.overlay == OFF:
         return Transition(state, (Effect("message", text="deletion AUC scores a saliency map: press g for one first"),))
-    count = int(state.extras.get(REQUEST, 0)) + 1
-    return Transition(dataclasses.replace(state, extras={**state.extras, REQUEST: count}),
+    return Transition(with_request(state, REQUEST),
                       (Effect("message", text="deletion AUC of this map: computing in the background (Esc cancels)"),))
 
 

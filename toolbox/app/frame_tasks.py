@@ -18,9 +18,6 @@ starts/stops tasks; the tasks run in their own threads at a lower priority; ``pa
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,22 +27,14 @@ import cv2
 import numpy as np
 
 from toolbox.app.compute import LiveResult
-from toolbox.app.state import AppState
-from toolbox.app.tasks import TaskContext, TaskRunner
+from toolbox.app.state import AppState, Effect, Transition, with_extras, with_request
+from toolbox.app.tasks import TaskContext, TaskRunner, lower_priority, throttled
 from toolbox.app.threads import Captured, LatestSlot
 from toolbox.atomic import write_unique_image
-from toolbox.render.panes import blank_pane, labelled_pane
+from toolbox.render.panes import labelled_pane
 
-REPORT_EVERY_S = 0.1  # progress reports redraw the window: a few per second are enough
 SEEK_FRAMES = 30  # a jump of more frames than this (or backwards) is a seek or a loop: no flow across it
 CAPTION_SCALE = 0.5  # font scale of the pane's caption
-# Background threads run at a lower priority (Linux: per-thread niceness): on a small CPU they take
-# only the time that capture, compute and display leave, so the window keeps its pace.
-BACKGROUND_NICE = 5
-
-
-def with_extras(state: AppState, **changes) -> AppState:
-    return dataclasses.replace(state, extras={**state.extras, **changes})
 
 
 def view_is_open(state: AppState, key: str) -> bool:
@@ -54,11 +43,13 @@ def view_is_open(state: AppState, key: str) -> bool:
     return state.extras.get(key) == (state.layer, state.channel)
 
 
-def start_with_extras(app, **extras) -> None:
-    """Put ``extras`` into the app's start state (and into what reset returns to)."""
-    app.initial = with_extras(app.initial, **extras)
-    app.state = with_extras(app.state, **extras)
-    app.context = dataclasses.replace(app.context, initial=app.initial)
+def toggle_shot_view(state: AppState, request_key: str, view_key: str, message: str) -> Transition | AppState:
+    """What a plugin's one-shot key does: close its view where it is open, else request a shot of the
+    frame on screen and open the view at the selected layer and channel, saying ``message``."""
+    if view_is_open(state, view_key):
+        return with_extras(state, **{view_key: None})
+    return Transition(with_request(state, request_key, **{view_key: (state.layer, state.channel)}),
+                      (Effect("message", text=message),))
 
 
 def shrunk(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -68,27 +59,6 @@ def shrunk(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     k = max_side / max(h, w)
     return cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-
-
-def lower_priority(nice: int = BACKGROUND_NICE) -> None:
-    """Lower the calling thread's CPU priority (best effort; a no-op where unsupported)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (AttributeError, OSError):
-        pass
-
-
-def throttled(report: Callable[[float], None]) -> Callable[[float], None]:
-    """``report`` called at most every REPORT_EVERY_S (each report redraws the window)."""
-    last = [0.0]
-
-    def progress(fraction: float) -> None:
-        now = time.monotonic()
-        if now - last[0] >= REPORT_EVERY_S:
-            last[0] = now
-            report(fraction)
-
-    return progress
 
 
 def newest_frames(frames: LatestSlot[Captured], stop: Callable[[], bool]):
@@ -109,8 +79,7 @@ def newest_frames(frames: LatestSlot[Captured], stop: Callable[[], bool]):
 
 def captioned_pane(image: np.ndarray | None, caption: str, size: tuple[int, int]) -> np.ndarray:
     """(h, w, 3) uint8 BGR: ``image`` fitted into a pane of ``size`` (blank if None), ``caption`` on a dark band."""
-    h, w = size
-    return labelled_pane(blank_pane(h, w) if image is None else image, caption, h, w, font_scale=CAPTION_SCALE)
+    return labelled_pane(image, caption, *size, font_scale=CAPTION_SCALE)
 
 
 @dataclass
@@ -317,13 +286,5 @@ def install_frame_tasks(app, plugin: FrameTasks, depends_on: tuple[str, ...], to
             lambda state: plugin.error if state.mode == plugin.mode or plugin.view_open(state) else None)
         return
     app.compute.add_stage(plugin.captions.plugin, plugin.stage, depends_on=depends_on)
-    previous = app.view.pane_providers.get("mosaic")  # e.g. the unit plugin's filter view
-
-    def mosaic_pane(result: LiveResult, state: AppState) -> np.ndarray | None:
-        pane = plugin.pane(result, state)
-        if pane is None and previous is not None:
-            return previous(result, state)
-        return pane
-
-    app.view.pane_providers["mosaic"] = mosaic_pane
+    app.view.add_pane_provider("mosaic", plugin.pane)  # over e.g. the unit plugin's filter view
     app.view.status_flags.append(plugin.status_flag)

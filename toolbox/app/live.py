@@ -23,7 +23,7 @@ from toolbox.app.keys import KeyTable, load_key_table
 from toolbox.app.overlays import help_overlay, hex_colour, mark_stale, no_signal, progress_bars
 from toolbox.app.recorder import Recorder
 from toolbox.app.snapshot import snapshot_paths, write_snapshot
-from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, reduce
+from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, reduce, with_extras
 from toolbox.app.tasks import TaskRunner
 from toolbox.app.threads import (Captured, CaptureThread, ComputeThread, LatestSlot, RateMeter, failure_text,
                                  set_cv_threads)
@@ -183,6 +183,12 @@ class LiveApp:
             self.state = dataclasses.replace(self.state, recording=True)
         for plugin in self.options.plugins:
             plugin(self)
+
+    def start_with_extras(self, **extras) -> None:
+        """Put ``extras`` into the start state and into what reset returns to (a plugin's defaults)."""
+        self.initial = with_extras(self.initial, **extras)
+        self.state = with_extras(self.state, **extras)
+        self.context = dataclasses.replace(self.context, initial=self.initial)
 
     # --- keys -------------------------------------------------------------------------------------
     def flash(self, text: str) -> None:

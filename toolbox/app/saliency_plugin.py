@@ -24,7 +24,6 @@ Reducers stay pure; the pane providers and the status flag only read.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -40,17 +39,14 @@ from toolbox.analysis.saliency.lrp import LRP_COMPOSITES
 from toolbox.analysis.saliency.perturbation import occlusion
 from toolbox.analysis.saliency.targets import ClassTarget, Target, UnitTarget
 from toolbox.app.compute import LiveCompute, LiveResult
-from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, Transition, register_action
-from toolbox.app.tasks import TaskContext, TaskRunner
+from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, Transition, register_action, with_extras
+from toolbox.app.tasks import TaskContext, TaskRunner, lower_priority
 from toolbox.config import SaliencyConfig
 from toolbox.models.module_copy import copy_without_hooks
 from toolbox.models.registry import LoadedModel
-from toolbox.render.colormap import colormap_image
 from toolbox.render.heatmap import HeatmapStyle, gradient_picture, method_style, render_heatmap
-from toolbox.render.mosaic import (BACKGROUND, SEPARATOR, MosaicGeometry, grid_levels, mosaic_geometry,
-                                   outline_tile, resize_tiles, to_levels)
-from toolbox.render.panes import blank_pane, fit_image
-from toolbox.render.text import fit_text, put_text
+from toolbox.render.mosaic import back_diffs_mosaic, mosaic_geometry
+from toolbox.render.panes import fit_image, labelled_pane
 from toolbox.sources.frame import Frame
 
 OFF = "none"  # AppState.overlay without a saliency map
@@ -66,15 +62,9 @@ TARGET = "saliency_target"  # extras: None (the cursor's unit) | ("unit", layer,
 PLACEMENT = "saliency_placement"  # extras: "overlay" | "side"
 BACK_DIFFS = "saliency_back_diffs"  # extras: bool
 TASK = "saliency"  # background task name
-CAPTION_H = 22
-BACKGROUND_NICE = 5  # background maps take only the CPU that capture, compute and display leave
 
 
 # --- key actions (pure) ---------------------------------------------------------------------------
-
-def _with_extras(state: AppState, **changes) -> AppState:
-    return dataclasses.replace(state, extras={**state.extras, **changes})
-
 
 @register_action("saliency_method")
 def cycle_method(state: AppState, context: LiveContext) -> Transition:
@@ -102,17 +92,17 @@ def cycle_target(state: AppState, context: LiveContext) -> Transition:
         new, text = ("class",), "saliency target: the top-1 class"
     else:
         new, text = None, "saliency target follows the cursor"
-    return Transition(_with_extras(state, **{TARGET: new}), (Effect("message", text=text),))
+    return Transition(with_extras(state, **{TARGET: new}), (Effect("message", text=text),))
 
 
 @register_action("saliency_placement")
 def toggle_placement(state: AppState, context: LiveContext) -> AppState:
-    return _with_extras(state, **{PLACEMENT: "overlay" if placement(state) == "side" else "side"})
+    return with_extras(state, **{PLACEMENT: "overlay" if placement(state) == "side" else "side"})
 
 
 @register_action("saliency_back_diffs")
 def toggle_back_diffs(state: AppState, context: LiveContext) -> AppState:
-    return _with_extras(state, **{BACK_DIFFS: not state.extras.get(BACK_DIFFS, False)})
+    return with_extras(state, **{BACK_DIFFS: not state.extras.get(BACK_DIFFS, False)})
 
 
 def placement(state: AppState) -> str:
@@ -127,38 +117,6 @@ def target_of(state: AppState, layers: tuple[LayerShape, ...]) -> Target:
     if spec[0] == "unit":
         return UnitTarget(spec[1], int(spec[2]))
     return ClassTarget()
-
-
-# --- pictures (pure) --------------------------------------------------------------------------------
-
-def back_diffs_mosaic(gradient: torch.Tensor, geometry: MosaicGeometry, normalisation: str = "channel",
-                      colormap: str = "none", selected: int | None = None) -> np.ndarray:
-    """(C, h, w) signed layer gradient -> (H', W', 3) uint8 BGR mosaic around mid-grey (zero), brighter
-    where raising the activation raises the target, as the Deep Visualization Toolbox draws back diffs.
-    Scaled by the largest |gradient| of each channel ("channel") or of the layer ("layer")."""
-    g = gradient.float()
-    scale = g.abs().amax(dim=(1, 2), keepdim=True) if normalisation == "channel" else g.abs().max()
-    unit = 0.5 + 0.5 * g / torch.where(scale > 0, scale, torch.ones_like(scale))
-    if geometry.tile_h >= g.shape[1]:  # enlarging repeats pixels: quantise first, repeat bytes
-        levels = resize_tiles(to_levels(unit)[None], geometry.tile_h, geometry.tile_w)[0]
-    else:
-        levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])
-    image = colormap_image(grid_levels(levels, geometry, SEPARATOR[0], BACKGROUND[0]).cpu().numpy(), colormap)
-    if colormap != "none":  # the table coloured the separators and empty cells too: restore them
-        grey = grid_levels(torch.ones_like(levels), geometry, 2, 3).cpu().numpy()
-        image[grey == 2], image[grey == 3] = SEPARATOR, BACKGROUND
-    if selected is not None:
-        outline_tile(image, geometry, selected)
-    return image
-
-
-def captioned(image: np.ndarray | None, height: int, width: int, caption: str) -> np.ndarray:
-    """(height, width, 3) uint8 BGR: ``image`` fitted to the pane under a one-line caption."""
-    pane = blank_pane(height, width) if image is None else fit_image(image, height, width,
-                                                                       interpolation=cv2.INTER_LINEAR)
-    pane[:CAPTION_H] = (pane[:CAPTION_H].astype(np.uint16) * 3 // 10).astype(np.uint8)
-    put_text(pane, fit_text(caption, width - 12, 0.45), (6, 15), 0.45)
-    return pane
 
 
 # --- the plugin ---------------------------------------------------------------------------------------
@@ -185,13 +143,6 @@ class SaliencyFrame(FrameResult):
     """A FrameResult from the saliency forward, with the map of the same pass."""
 
     saliency: LiveMap | None = None
-
-
-def _lower_priority(nice: int = BACKGROUND_NICE) -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (AttributeError, OSError):
-        pass
 
 
 class LiveSaliency:
@@ -309,7 +260,7 @@ class LiveSaliency:
 
     def _background_map(self, task: TaskContext, method: str, target: Target, layer: str | None,
                         view: np.ndarray, frame_index: int, description: str, key: tuple) -> LiveMap:
-        _lower_priority()
+        lower_priority()  # background maps take only the CPU that capture, compute and display leave
         # One map at a time: a superseded task stops at its next forward (the cancel check below),
         # and the next one waits for it, so two never share the private model's hooks.
         with self.task_lock:
@@ -421,7 +372,7 @@ class LiveSaliency:
             return None
         image = render_heatmap(saliency.map, saliency.view, self.style(state, "overlay"))
         if saliency.method in EXPENSIVE:  # an older frame than the rest of the window: say how old
-            return captioned(image, *self.input_size, self.caption(saliency))
+            return labelled_pane(image, self.caption(saliency), *self.input_size)
         return fit_image(image, *self.input_size, interpolation=cv2.INTER_LINEAR)
 
     def side_pane(self, result: LiveResult, state: AppState) -> np.ndarray | None:
@@ -431,12 +382,12 @@ class LiveSaliency:
         saliency = self.current(result, state)
         if saliency is None:
             reason = self.unavailable if not self.available(state.overlay) else "computing..."
-            return captioned(None, *self.side_size, f"{TITLES[state.overlay]}: {reason}")
+            return labelled_pane(None, f"{TITLES[state.overlay]}: {reason}", *self.side_size)
         if saliency.map.dim() == 3:
             image = gradient_picture(saliency.map, size=saliency.view.shape[0])
         else:
             image = render_heatmap(saliency.map, saliency.view, self.style(state, "side"))
-        return captioned(image, *self.side_size, self.caption(saliency))
+        return labelled_pane(image, self.caption(saliency), *self.side_size)
 
     def mosaic_pane(self, result: LiveResult, state: AppState) -> np.ndarray | None:
         """Back diffs: the selected layer's per-channel gradient in the activation mosaic's grid."""
@@ -444,12 +395,12 @@ class LiveSaliency:
             return None
         h, w = self.mosaic_size
         if not self.supports_gradients:
-            return captioned(None, h, w, f"back diffs: {self.unavailable}")
+            return labelled_pane(None, f"back diffs: {self.unavailable}", h, w)
         saliency = None if result is None else result.extras.get("saliency")
         layer = self.layers[state.layer]
         if saliency is None or saliency.layer_gradient is None or saliency.gradient_layer != layer.name:
             why = self.error or "the target unit is in an earlier layer: select its layer or one before"
-            return captioned(None, h, w, f"back diffs: {why}")
+            return labelled_pane(None, f"back diffs: {why}", h, w)
         geometry = mosaic_geometry(layer.channels, layer.height, layer.width, h, w)
         display = self.display(state) if self.display is not None else None
         image = back_diffs_mosaic(saliency.layer_gradient, geometry,
@@ -492,26 +443,17 @@ class LiveSaliency:
 def install_saliency(app) -> LiveSaliency:
     """Plugin for ``LiveOptions.plugins``: the saliency forward and stage, the heatmap in the input or
     side pane, the back-diffs mosaic, and the status words."""
-    placement_choice = app.config.saliency.placement
-    app.initial = _with_extras(app.initial, **{PLACEMENT: placement_choice})
-    app.state = _with_extras(app.state, **{PLACEMENT: placement_choice})
-    app.context = dataclasses.replace(app.context, initial=app.initial)
-    panes = app.view.panes
-    size = lambda name: (panes[name].h, panes[name].w) if name in panes else None  # noqa: E731
+    app.start_with_extras(**{PLACEMENT: app.config.saliency.placement})
+    view = app.view
     saliency = LiveSaliency(app.model, app.layers, app.compute, app.tasks, app.config.saliency,
-                            size("side"), size("mosaic"), size("input"), app.view.display_config)
+                            view.pane_size("side"), view.pane_size("mosaic"), view.pane_size("input"),
+                            view.display_config)
     app.saliency = saliency
     app.compute.forward_for.append(saliency.forward)
     app.compute.add_stage("saliency", saliency.stage, depends_on=("overlay", "layer", "channel", TARGET, BACK_DIFFS))
-    app.view.input_holders.append(saliency.holds_input)
-    app.view.pane_providers["input"] = saliency.input_pane
-    for name, provider in (("side", saliency.side_pane), ("mosaic", saliency.mosaic_pane)):
-        previous = app.view.pane_providers.get(name)  # the unit column, the filter or dream view
-
-        def chained(result, state, provider=provider, previous=previous):
-            pane = provider(result, state)
-            return previous(result, state) if pane is None and previous is not None else pane
-
-        app.view.pane_providers[name] = chained
-    app.view.status_flags.append(saliency.status_flag)
+    view.input_holders.append(saliency.holds_input)
+    view.pane_providers["input"] = saliency.input_pane
+    view.add_pane_provider("side", saliency.side_pane)  # over the unit column
+    view.add_pane_provider("mosaic", saliency.mosaic_pane)  # over the filter or dream view
+    view.status_flags.append(saliency.status_flag)
     return saliency

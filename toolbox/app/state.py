@@ -37,6 +37,17 @@ class AppState:
     extras: Mapping[str, object] = field(default_factory=dict)  # extension-owned choices (immutable use)
 
 
+def with_extras(state: AppState, **changes) -> AppState:
+    """``state`` with ``changes`` merged into its extras (a new mapping: the old one is never mutated)."""
+    return dataclasses.replace(state, extras={**state.extras, **changes})
+
+
+def with_request(state: AppState, key: str, **changes) -> AppState:
+    """``state`` with the request counter extras[key] (an int, 0 when absent) one higher, plus ``changes``:
+    a key that asks for work bumps it, and the compute stage that depends on ``key`` acts on it once."""
+    return with_extras(state, **{key: int(state.extras.get(key, 0)) + 1}, **changes)
+
+
 @dataclass(frozen=True)
 class Effect:
     """A side effect of a key the loop performs: kind in EFFECTS, with an optional amount or text."""

@@ -26,8 +26,8 @@ from toolbox.analysis.dream.core import bgr_to_rgb01, rgb01_to_bgr
 from toolbox.analysis.inversion import InversionSettings, invert
 from toolbox.analysis.style import LiveStylist, StyleSettings, Stylist
 from toolbox.app.frame_tasks import (Captions, FrameTasks, Shot, install_frame_tasks, mosaic_size, shrunk,
-                                     start_with_extras, view_is_open, with_extras)
-from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action
+                                     toggle_shot_view, view_is_open)
+from toolbox.app.state import AppState, Effect, LiveContext, Transition, register_action, with_extras
 from toolbox.app.tasks import TaskContext
 from toolbox.sources.images import IMAGE_SUFFIXES, read_image
 
@@ -46,12 +46,7 @@ def view_open(state: AppState) -> bool:
 
 @register_action("invert_frame")
 def invert_frame(state: AppState, context: LiveContext) -> Transition | AppState:
-    if view_open(state):
-        return with_extras(state, **{VIEW: None})
-    layer = context.layers[state.layer].name
-    return Transition(with_extras(state, **{REQUEST: int(state.extras.get(REQUEST, 0)) + 1,
-                                             VIEW: (state.layer, state.channel)}),
-                      (Effect("message", text=f"inverting {layer} (Esc cancels)"),))
+    return toggle_shot_view(state, REQUEST, VIEW, f"inverting {context.layers[state.layer].name} (Esc cancels)")
 
 
 @register_action("style_live")
@@ -140,7 +135,7 @@ def install_style(app) -> LiveStyle:
     style = LiveStyle(app.model, app.layers, app.tasks, app.config.style, app.frames,
                       app.options.snapshot_dir or app.config.live.snapshot_dir, mosaic_size(app),
                       alive=app.compute_thread.is_alive)
-    start_with_extras(app, **{STYLES: tuple(p.stem for p in style.styles)})
+    app.start_with_extras(**{STYLES: tuple(p.stem for p in style.styles)})
     app.style = style
     install_frame_tasks(app, style, ("layer", "mode", REQUEST, STYLE),
                         "inversion and style need a PyTorch model, not an ONNX graph")

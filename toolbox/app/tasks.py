@@ -10,12 +10,43 @@
 A task function receives a ``TaskContext``: ``report(fraction, label=None)`` to move the bar,
 ``cancelled()`` to poll, ``check()`` to raise ``TaskCancelled``. Starting a task under a name
 that is running cancels the old one first (a newer request supersedes an older one).
+
+A task body calls ``lower_priority()`` first when it is CPU-heavy, and wraps fine-grained progress
+in ``throttled(task.report)``.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Callable
+
+REPORT_EVERY_S = 0.1  # progress reports redraw the window: a few per second are enough
+# Background threads run at a lower priority (Linux: per-thread niceness): on a small CPU they take
+# only the time that capture, compute and display leave, so the window keeps its pace.
+BACKGROUND_NICE = 5
+
+
+def lower_priority(nice: int = BACKGROUND_NICE) -> None:
+    """Lower the calling thread's CPU priority (best effort; a no-op where unsupported)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except (AttributeError, OSError):
+        pass
+
+
+def throttled(report: Callable[[float], None], every_s: float = REPORT_EVERY_S) -> Callable[[float], None]:
+    """``report`` called at most once every ``every_s`` seconds (each report redraws the window);
+    the first call always reports."""
+    last = [-float("inf")]
+
+    def progress(fraction: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            report(fraction)
+
+    return progress
 
 
 class TaskCancelled(Exception):

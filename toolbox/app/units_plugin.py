@@ -16,9 +16,7 @@ and acts on it once.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
-import time
 
 import numpy as np
 
@@ -26,45 +24,39 @@ from toolbox.analysis.top_patches import TopPatches
 from toolbox.analysis.unit_cache import DEFAULT_BATCH, UnitCache, compute_unit_images
 from toolbox.analysis.unitvis import UnitVisSettings, preset
 from toolbox.app.compute import LiveResult
-from toolbox.app.state import AppState, Effect, LayerShape, LiveContext, Transition, register_action
-from toolbox.app.tasks import TaskContext, TaskRunner
+from toolbox.app.state import (AppState, Effect, LayerShape, LiveContext, Transition, register_action, with_extras,
+                               with_request)
+from toolbox.app.tasks import TaskContext, TaskRunner, throttled
 from toolbox.config import UnitsConfig
 from toolbox.models.receptive_field import receptive_field
 from toolbox.models.registry import LoadedModel
-from toolbox.render.filters import filters_view, layer_conv_weight
-from toolbox.render.panes import blank_pane, fit_image
-from toolbox.render.text import fit_text, put_text
+from toolbox.render.filters import filters_pane, layer_conv_weight
 from toolbox.render.unit_column import unit_column
 
 FILTERS = "units_filters"  # extras: bool, the mosaic shows filters
 RESET = "units_reset"  # extras: int, bumped by each reset request
 PRECOMPUTE = "units_precompute"  # extras: int, bumped by each whole-layer request
 UNIT_TASK, LAYER_TASK = "units", "units_layer"  # task names
-REPORT_EVERY_S = 0.2  # progress reports redraw the window: a few per second are enough
+REPORT_EVERY_S = 0.2  # optimisation steps report progress at most this often (each report redraws the window)
 TRACKED_LAYERS = 4  # top-9 kept for the most recently shown layers (deep layers keep whole frames)
 
 
 # --- key actions (pure) ---------------------------------------------------------------------------
 
-def _with_extras(state: AppState, **changes) -> AppState:
-    return dataclasses.replace(state, extras={**state.extras, **changes})
-
-
 @register_action("units_filters")
 def toggle_filters(state: AppState, context: LiveContext) -> AppState:
-    return _with_extras(state, **{FILTERS: not state.extras.get(FILTERS, False)})
+    return with_extras(state, **{FILTERS: not state.extras.get(FILTERS, False)})
 
 
 @register_action("units_reset_top")
 def reset_top(state: AppState, context: LiveContext) -> Transition:
-    return Transition(_with_extras(state, **{RESET: int(state.extras.get(RESET, 0)) + 1}),
-                      (Effect("message", text="top-9 patches reset"),))
+    return Transition(with_request(state, RESET), (Effect("message", text="top-9 patches reset"),))
 
 
 @register_action("units_precompute")
 def precompute_layer(state: AppState, context: LiveContext) -> Transition:
     name = context.layers[state.layer].name
-    return Transition(_with_extras(state, **{PRECOMPUTE: int(state.extras.get(PRECOMPUTE, 0)) + 1}),
+    return Transition(with_request(state, PRECOMPUTE),
                       (Effect("message", text=f"unit images of {name}: computing in the background (Esc cancels)"),))
 
 
@@ -176,13 +168,11 @@ class LiveUnits:
         # The shared model: the frame capture is gated to the compute thread, and unit_images
         # ignores forwards from other threads, so the two never see each other's passes.
         model = self.model
-        done, total, last = 0, max(1, len(channels)), [0.0]
+        done, total = 0, max(1, len(channels))
+        progress = throttled(task.report, REPORT_EVERY_S)
 
         def on_step(step: int, steps: int, size: int) -> None:
-            now = time.monotonic()
-            if now - last[0] >= REPORT_EVERY_S:
-                last[0] = now
-                task.report((done + size * step / max(1, steps)) / total)
+            progress((done + size * step / max(1, steps)) / total)
 
         # The selected unit alone first (it is on screen), then the rest in batches (cheaper per unit).
         chunks = [channels[:1]] + [channels[i : i + DEFAULT_BATCH] for i in range(1, len(channels), DEFAULT_BATCH)]
@@ -234,22 +224,11 @@ class LiveUnits:
         if not state.extras.get(FILTERS) or self.mosaic_size is None or self.model.module is None:
             return None
         layer = self.layers[state.layer].name
-        weight = layer_conv_weight(self.model.module, layer)
         key = (layer, state.channel)
         cached = self._filters
         if cached is not None and cached[0] == key:
             return cached[1]
-        if weight is None:
-            pane = blank_pane(*self.mosaic_size)
-            put_text(pane, fit_text(f"no convolution before {layer}", self.mosaic_size[1] - 20, 0.6), (10, 30), 0.6)
-        else:
-            pane = fit_image(filters_view(weight, state.channel, *self.mosaic_size), *self.mosaic_size,
-                             enlarge=False)  # centred, pixel-exact tiles
-            if weight.shape[1] != 3:  # the picture is of one filter: say which, and how to read it
-                kind = "1x1: weight per input channel, red +, blue -" if weight.shape[-2:] == (1, 1) else \
-                    f"{weight.shape[-2]}x{weight.shape[-1]} kernel per input channel"
-                caption = f"filter {min(state.channel, weight.shape[0] - 1)} of {layer} ({kind})"
-                put_text(pane, fit_text(caption, self.mosaic_size[1] - 12, 0.45), (6, self.mosaic_size[0] - 8), 0.45)
+        pane = filters_pane(layer_conv_weight(self.model.module, layer), state.channel, layer, *self.mosaic_size)
         self._filters = (key, pane)
         return pane
 
@@ -260,10 +239,8 @@ class LiveUnits:
 
 def install_units(app) -> LiveUnits:
     """Plugin for ``LiveOptions.plugins``: the unit column in the side pane and the filter view."""
-    panes = app.view.panes
-    size = lambda name: (panes[name].h, panes[name].w) if name in panes else None  # noqa: E731
     units = LiveUnits(app.model, app.layers, app.tasks, live_unit_settings(app.config.units),
-                      size("side"), size("mosaic"))
+                      app.view.pane_size("side"), app.view.pane_size("mosaic"))
     app.units = units
     if app.model.module is None:
         return units  # an ONNX graph: nothing to optimise through or to draw filters of

@@ -47,6 +47,25 @@ class LiveView:
     def panes(self) -> dict[str, Rect]:
         return self.layout.panes
 
+    def pane_size(self, name: str) -> tuple[int, int] | None:
+        """(h, w) of the layout's pane ``name``, or None where the layout has no such pane."""
+        rect = self.panes.get(name)
+        return None if rect is None else (rect.h, rect.w)
+
+    def add_pane_provider(self, name: str, provider: PaneProvider) -> None:
+        """Let ``provider`` fill pane ``name``; where it returns None the pane's earlier provider
+        (if any) draws it, so plugins stack (saliency over the unit column, a dream over the filters)."""
+        previous = self.pane_providers.get(name)
+        if previous is None:
+            self.pane_providers[name] = provider
+            return
+
+        def stacked(result: LiveResult, state: AppState) -> np.ndarray | None:
+            pane = provider(result, state)
+            return previous(result, state) if pane is None else pane
+
+        self.pane_providers[name] = stacked
+
     def display_config(self, state: AppState) -> DisplayConfig:
         return dataclasses.replace(self.display, normalisation=state.normalisation,
                                    colormap=self._colormap if state.colormap_on else "none")

@@ -70,21 +70,20 @@ def batch_norm_pairs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]
 
 @torch.no_grad()
 def fold_batch_norm(layer: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> None:
-    """Merge ``norm`` (eval mode: running statistics) into ``layer``'s weight and bias in place;
-    ``layer`` then computes what ``norm(layer(z))`` did, up to float rounding."""
+    """Merge ``norm`` (eval mode: running statistics) into ``layer`` (a convolution or linear layer,
+    output channels first in its weight) in place; ``layer`` then computes what
+    ``norm(layer(z))`` did, up to float rounding."""
     scale = norm.weight / torch.sqrt(norm.running_var + norm.eps) if norm.affine else \
         1 / torch.sqrt(norm.running_var + norm.eps)
     shift = norm.bias - norm.running_mean * scale if norm.affine else -norm.running_mean * scale
-    out_dim = 1 if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 0
-    shape = [1] * layer.weight.dim()
-    shape[out_dim] = -1
-    layer.weight.mul_(scale.reshape(shape))
+    layer.weight.mul_(scale.reshape(-1, *[1] * (layer.weight.dim() - 1)))
     bias = layer.bias if layer.bias is not None else torch.zeros_like(scale)
     layer.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
 
 
 def _foldable(norm: nn.Module) -> bool:
-    return (not norm.training and norm.track_running_stats and norm.running_mean is not None)
+    """Uses running statistics (eval mode, tracked), so it is one fixed affine map per channel."""
+    return not norm.training and norm.track_running_stats and norm.running_mean is not None
 
 
 def _parameter_state(model: nn.Module) -> tuple:

@@ -8,6 +8,8 @@ import torch
 
 from toolbox.render.colormap import apply_colormap
 from toolbox.render.mosaic import mosaic_geometry, outline_tile, resize_tiles, tile_grid, to_levels
+from toolbox.render.panes import blank_pane, fit_image
+from toolbox.render.text import fit_text, put_text
 
 
 def normalise_filters(weight: torch.Tensor, mode: Literal["filter", "global"] = "filter") -> torch.Tensor:
@@ -99,3 +101,20 @@ def filters_view(weight: torch.Tensor, selected: int, pane_h: int, pane_w: int,
     if weight.shape[-2:] == (1, 1):
         return pointwise_weights_grid(weight, selected, pane_h, pane_w)
     return input_channel_grid(weight, selected, pane_h, pane_w, mode)
+
+
+def filters_pane(weight: torch.Tensor | None, selected: int, layer: str, height: int, width: int) -> np.ndarray:
+    """(height, width, 3) uint8 BGR: ``filters_view`` of ``layer``'s convolution centred in the pane with
+    pixel-exact tiles; a picture of one filter (deeper layers) says which filter it is and how to read
+    it along the bottom edge. ``weight`` None (no convolution before the layer): a pane saying so."""
+    if weight is None:
+        pane = blank_pane(height, width)
+        put_text(pane, fit_text(f"no convolution before {layer}", width - 20, 0.6), (10, 30), 0.6)
+        return pane
+    pane = fit_image(filters_view(weight, selected, height, width), height, width, enlarge=False)
+    if weight.shape[1] != 3:
+        kind = "1x1: weight per input channel, red +, blue -" if weight.shape[-2:] == (1, 1) else \
+            f"{weight.shape[-2]}x{weight.shape[-1]} kernel per input channel"
+        caption = f"filter {min(selected, weight.shape[0] - 1)} of {layer} ({kind})"
+        put_text(pane, fit_text(caption, width - 12, 0.45), (6, height - 8), 0.45)
+    return pane

@@ -1,4 +1,5 @@
-"""Activation mosaics: every channel of a layer tiled in one near-square grid."""
+"""Activation mosaics: every channel of a layer (its activations, or the gradient reaching them) tiled
+in one near-square grid."""
 from __future__ import annotations
 
 import functools
@@ -168,8 +169,25 @@ def channel_mosaic(act: torch.Tensor, geometry: MosaicGeometry, normalisation: N
     Normalising, resizing and tiling run on the activation's device as one grey-level plane;
     only that plane crosses to the host, where the colour table is applied.
     """
-    unit = normalise_activations(act, normalisation)
-    if geometry.tile_h >= act.shape[1]:  # enlarging repeats pixels: quantise first, repeat bytes
+    return unit_mosaic(normalise_activations(act, normalisation), geometry, colormap, selected)
+
+
+def back_diffs_mosaic(gradient: torch.Tensor, geometry: MosaicGeometry, normalisation: Normalisation = "channel",
+                      colormap: str = "none", selected: int | None = None) -> np.ndarray:
+    """(C, h, w) signed layer gradient -> (H', W', 3) uint8 BGR mosaic around mid-grey (zero), brighter
+    where raising the activation raises the target, as the Deep Visualization Toolbox draws back diffs.
+    Scaled by the largest |gradient| of each channel ("channel") or of the layer ("layer")."""
+    g = gradient.float()
+    scale = g.abs().amax(dim=(1, 2), keepdim=True) if normalisation == "channel" else g.abs().max()
+    unit = 0.5 + 0.5 * g / torch.where(scale > 0, scale, torch.ones_like(scale))
+    return unit_mosaic(unit, geometry, colormap, selected)
+
+
+def unit_mosaic(unit: torch.Tensor, geometry: MosaicGeometry, colormap: str = "none",
+                selected: int | None = None) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H', W', 3) uint8 BGR mosaic: each channel resized to a tile, through the
+    colour table (separators and empty cells keep their greys), the ``selected`` tile outlined."""
+    if geometry.tile_h >= unit.shape[1]:  # enlarging repeats pixels: quantise first, repeat bytes
         levels = resize_tiles(to_levels(unit)[None], geometry.tile_h, geometry.tile_w)[0]
     else:
         levels = to_levels(resize_tiles(unit[None], geometry.tile_h, geometry.tile_w)[0])

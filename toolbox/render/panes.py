@@ -92,10 +92,15 @@ def predictions_pane(predictions: list[tuple[str, float]], height: int, width: i
     return pane
 
 
-def labelled_pane(image: np.ndarray, label: str, height: int, width: int, font_scale: float = 0.45) -> np.ndarray:
-    """(height, width, 3) uint8 BGR: ``image`` enlarged (bilinear) to fill the pane keeping its aspect,
-    with ``label`` in a dark box along the top edge (e.g. the saliency method over its map)."""
-    pane = fit_image(image, height, width, interpolation=cv2.INTER_LINEAR)
+def labelled_pane(image: np.ndarray | None, label: str, height: int, width: int,
+                  font_scale: float = 0.45) -> np.ndarray:
+    """(height, width, 3) uint8 BGR: ``image`` (H, W, 3) uint8 BGR enlarged (bilinear) to fill the pane
+    keeping its aspect, or a blank pane for None, with ``label`` (cut to the width) in a dark box along
+    the top edge (e.g. the saliency method over its map)."""
+    if image is None:
+        pane = blank_pane(height, width)
+    else:
+        pane = fit_image(image, height, width, interpolation=cv2.INTER_LINEAR)
     text = fit_text(label, width - 12, font_scale)
     box_h = int(round(22 * font_scale / 0.45))
     pane[:box_h] = (pane[:box_h] * 0.35).astype(np.uint8)
