@@ -21,7 +21,8 @@ import numpy as np
 from toolbox.analysis.latent.maps import FeatureMap, fit_map
 from toolbox.analysis.latent.placement import NeighbourPlacement
 from toolbox.app.latent_source import latent_source
-from toolbox.app.state import AppState, LiveContext, register_action
+from toolbox.app.state import AppState, LiveContext, register_action, with_extras
+from toolbox.app.tasks import lower_priority, throttled
 from toolbox.render.atlas import AtlasFrame, atlas_plot, categorical_colours, legend_strip, mark_points
 from toolbox.render.panes import blank_pane
 from toolbox.render.text import fit_text, put_text
@@ -43,13 +44,13 @@ LEGEND_H = 16  # one line of top-1 classes under the atlas
 
 @register_action("latent_map")
 def toggle_map(state: AppState, context: LiveContext) -> AppState:
-    return dataclasses.replace(state, extras={**state.extras, SHOWN: not state.extras.get(SHOWN, False)})
+    return with_extras(state, **{SHOWN: not state.extras.get(SHOWN, False)})
 
 
 @register_action("latent_map_method")
 def next_map_method(state: AppState, context: LiveContext) -> AppState:
     method = METHODS[(METHODS.index(state.extras.get(METHOD, "pca")) + 1) % len(METHODS)]
-    return dataclasses.replace(state, extras={**state.extras, METHOD: method})
+    return with_extras(state, **{METHOD: method})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,16 +98,18 @@ class LiveMap:
 
     def _fit(self, method: str):
         def run(task) -> int:
+            lower_priority()
             vectors, thumbs, classes = self.source.map_data()
             total = len(vectors)
             if method != "pca" and total > NONLINEAR_LIMIT:
                 keep = np.sort(np.random.default_rng(SEED).choice(total, NONLINEAR_LIMIT, replace=False))
                 vectors, thumbs, classes = vectors[keep], thumbs[keep], [classes[i] for i in keep]
             task.report(0.02, f"fitting {NAMES[method]}")
+            report = throttled(task.report)
 
             def progress(fraction: float) -> None:
                 task.check()
-                task.report(0.02 + 0.9 * fraction)
+                report(0.02 + 0.9 * fraction)
 
             fitted = fit_map(vectors, method, seed=SEED, progress=progress, epochs=self.epochs)
             task.report(0.93, "drawing the atlas")
@@ -202,19 +205,13 @@ class LiveMap:
 def install_map(app):
     """Plugin for ``LiveOptions.plugins``: stage "map" and the zoom pane while the map is on."""
     source = latent_source(app)
-    rect = app.view.panes.get("zoom")
-    if rect is None:
+    size = app.view.pane_size("zoom")
+    if size is None:
         return None
-    live_map = LiveMap(source, app.tasks, (rect.h, rect.w))
-    previous = app.view.pane_providers.get("zoom")
-
-    def zoom(result, state):
-        if not state.extras.get(SHOWN):
-            return previous(result, state) if previous is not None else None
-        return live_map.pane(result, state)
-
+    live_map = LiveMap(source, app.tasks, size)
     app.compute.add_stage("map", live_map.stage, depends_on=(SHOWN, METHOD))
-    app.view.pane_providers["zoom"] = zoom
+    app.view.add_pane_provider("zoom", lambda result, state: live_map.pane(result, state)
+                               if state.extras.get(SHOWN) else None)
     app.view.status_flags.append(lambda state: "map" if state.extras.get(SHOWN) else None)
     app.latent_map = live_map
     return live_map
