@@ -1,13 +1,16 @@
 """End-to-end: the neighbours (Shift+n) and map (Shift+m) panes of `deepvis live` in a real window on a
-private Xvfb: they appear on their key and follow the playing demo clip (this session's frames)."""
+private Xvfb: they appear on their key and follow the playing demo clip (this session's frames); Shift+p
+fits a UMAP map in the background and shows it."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pytest
 
 from gui_harness import LiveApp, region
+from toolbox.app.overlays import hex_colour
 from toolbox.config import load_config
 from toolbox.render.atlas import BACKGROUND
 from toolbox.render.montage import NEIGHBOUR_COLOUR
@@ -15,7 +18,9 @@ from toolbox.render.panes import PANE_BACKGROUND
 
 pytestmark = pytest.mark.gui
 
-PANES = load_config().layout.panes
+CONFIG = load_config()
+PANES = CONFIG.layout.panes
+ACCENT = hex_colour(CONFIG.live.accent_colour)  # the task progress bars' fill
 
 
 def shifted(app: LiveApp, letter: str) -> None:
@@ -54,6 +59,11 @@ def press_until(app: LiveApp, letter: str, shown, shots, timeout: float = 60) ->
                 raise
 
 
+def bar_pixels(shot: np.ndarray) -> int:
+    """Pixels of the progress strip in the bars' fill colour: a background task is running."""
+    return int(np.count_nonzero(np.all(region(shot, PANES["progress"]) == ACCENT, axis=2)))
+
+
 def map_pane_on(shot: np.ndarray) -> bool:
     """The zoom pane shows the map pane (the atlas, or the grey pane saying it is being fitted)."""
     zoom = region(shot, PANES["zoom"])
@@ -80,6 +90,16 @@ def test_neighbours_and_map_panes_appear_on_their_keys_and_change_with_the_frame
             return all(not np.array_equal(region(shot, PANES[p]), region(a, PANES[p])) for p in ("side", "zoom"))
 
         app.wait_for(both_changed, 30, 0.3, "both panes to follow the clip")
+        # Shift+p: UMAP, fitted in the background (its progress bar), then the map pane shows it
+        pca = press_until(app, "p", lambda shot: bar_pixels(shot) > 0, tmp_path / "p.png")
+        umap = app.wait_for(lambda: (lambda shot: shot if bar_pixels(shot) == 0 else None)(
+            app.capture(tmp_path / "umap.png")), 90, 0.3, "the UMAP fit to end")
+        assert atlas_background(umap) > 0.3 and not np.array_equal(region(pca, PANES["zoom"]),
+                                                                     region(umap, PANES["zoom"]))
+        app.key("s")
+        state = tmp_path / "out" / "snapshot-0000.json"
+        app.wait_for(state.exists, 15, what="the snapshot JSON")
+        assert "map UMAP" in json.loads(state.read_text())["status"]
         app.key("q")
         assert app.process.wait(10) == 0, app.output()
     finally:

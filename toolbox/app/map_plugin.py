@@ -212,6 +212,7 @@ def install_map(app):
     app.compute.add_stage("map", live_map.stage, depends_on=(SHOWN, METHOD))
     app.view.add_pane_provider("zoom", lambda result, state: live_map.pane(result, state)
                                if state.extras.get(SHOWN) else None)
-    app.view.status_flags.append(lambda state: "map" if state.extras.get(SHOWN) else None)
+    app.view.status_flags.append(lambda state: f"map {NAMES[state.extras.get(METHOD, 'pca')]}"
+                                 if state.extras.get(SHOWN) else None)
     app.latent_map = live_map
     return live_map
