@@ -256,3 +256,31 @@ def test_cavs_of_another_model_are_refused_naming_both(lite0, tmp_path):
     write_cavs(tmp_path / "cav", other, {"x": np.ones(10, np.float32)})
     with pytest.raises(DeepvisError, match="model resnet18 .*abc.*runs lite0"):
         make_app(lite0, cav=str(tmp_path / "cav"))
+
+
+def test_a_large_index_gets_a_t_sne_map_of_a_seeded_sample_and_the_caption_says_so(lite0, demo_index, monkeypatch):
+    from toolbox.app import map_plugin
+
+    monkeypatch.setattr(map_plugin, "NONLINEAR_LIMIT", 12)
+    app = make_app(lite0, index=str(demo_index.folder))
+    app.latent_map.epochs = 50
+    item = demo_index.items[4]
+    (frame,) = frames(item["source"], [item["frame"]])
+    try:
+        with app.compute:
+            step(app, frame, latent_map=True, latent_map_method="tsne")
+            handle = app.tasks.latest("latent_map_nonlinear")
+            handle.join(60)
+            assert handle.status == "done", handle.error
+            result, _ = step(app, frame, latent_map=True, latent_map_method="tsne")
+        fit = app.latent_map.fits["tsne"]
+        assert (fit.count, fit.total) == (12, len(demo_index)) and len(fit.placement.vectors) == 12
+        title, line = result.extras["map"].caption
+        assert title.startswith(f"t-SNE map of 12 frames (sample of {len(demo_index)}) at ")
+        assert line.startswith("fitted ") and line.endswith("live point: 8-NN placement")
+        # the sample: the seeded draw of 12 of the indexed frames
+        again = np.sort(np.random.default_rng(map_plugin.SEED).choice(len(demo_index), 12, replace=False))
+        np.testing.assert_array_equal(fit.placement.vectors, demo_index.vectors[again])
+    finally:
+        app.tasks.shutdown()
+        app.source.close()
