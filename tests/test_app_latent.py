@@ -276,7 +276,7 @@ def test_a_large_index_gets_a_t_sne_map_of_a_seeded_sample_and_the_caption_says_
         fit = app.latent_map.fits["tsne"]
         assert (fit.count, fit.total) == (12, len(demo_index)) and len(fit.placement.vectors) == 12
         title, line = result.extras["map"].caption
-        assert title.startswith(f"t-SNE map of 12 frames (sample of {len(demo_index)}) at ")
+        assert title.startswith(f"t-SNE map of 12 of {len(demo_index)} frames at ")
         assert line.startswith("fitted ") and line.endswith("live point: 8-NN placement")
         # the sample: the seeded draw of 12 of the indexed frames
         again = np.sort(np.random.default_rng(map_plugin.SEED).choice(len(demo_index), 12, replace=False))

@@ -3,6 +3,7 @@ atlas drawing, the coordinates file."""
 from __future__ import annotations
 
 import csv
+import io
 
 import cv2
 import numpy as np
@@ -174,8 +175,22 @@ def test_map_fits_report_progress_and_stop_when_the_progress_callback_raises(met
         if fraction > 0.5:
             raise Stop()
 
-    with pytest.raises(Stop):
-        fit_map(vectors, method, seed=0, progress=stop_halfway, epochs=100)
+    def stop_at_once(fraction):  # cancelled before the fit's first report
+        raise Stop()
+
+    for stop in (stop_halfway, stop_at_once):
+        with pytest.raises(Stop):
+            fit_map(vectors, method, seed=0, progress=stop, epochs=100)
+    # the stopped fit left no lock behind: a progress bar on another thread still runs (umap-learn's
+    # epochs run under tqdm, whose refresh leaks its process-wide lock when a write raises)
+    import threading
+
+    from tqdm import tqdm
+
+    other = threading.Thread(target=lambda: list(tqdm(range(3), disable=False, file=io.StringIO())))
+    other.start()
+    other.join(10)
+    assert not other.is_alive(), "tqdm's lock is still held"
 
 
 def test_legend_strip_shows_the_first_classes_swatches_left_to_right_and_cuts_what_does_not_fit():

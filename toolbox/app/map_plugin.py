@@ -153,8 +153,8 @@ class LiveMap:
 
     def _caption(self, method: str, fit: LiveFit) -> tuple[str, str]:
         shown = fit.fitted.method
-        sample = f" (sample of {fit.total})" if fit.count < fit.total else ""
-        title = f"{NAMES[shown]} map of {fit.count} frames{sample} at {self.source.layer}"
+        sample = f" of {fit.total}" if fit.count < fit.total else ""  # a seeded sample of a large index
+        title = f"{NAMES[shown]} map of {fit.count}{sample} frames at {self.source.layer}"
         handle = self.tasks.latest(NONLINEAR_TASK) if method != "pca" else None
         fitting = ""
         if handle is not None and self._requested == method:
@@ -163,9 +163,11 @@ class LiveMap:
                        "failed": f"{NAMES[method]} fit failed: {handle.error}"}.get(handle.status, "")
         if shown == "pca":
             return title, fitting or "live point: exact PCA projection; ring: now"
+        placed = f"live point: {fit.placement.k}-NN placement"
+        if fitting.startswith("fitting"):
+            return title, f"{placed}; re{fitting}"
         verb = "fitted" if self.source.index is not None else "refit"
-        line = f"{verb} {time.monotonic() - fit.finished:.0f} s ago, live point: {fit.placement.k}-NN placement"
-        return title, line + (f"; re{fitting}" if fitting.startswith("fitting") else "")
+        return title, f"{verb} {time.monotonic() - fit.finished:.0f} s ago, {placed}"
 
     def stage(self, result, state) -> MapFrame | None:
         """Compute thread: place the frame on the map (and start a fit when one is due)."""

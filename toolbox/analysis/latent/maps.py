@@ -6,7 +6,8 @@ t-SNE (openTSNE). scikit-learn's own t-SNE has no transform, so openTSNE is used
 """
 from __future__ import annotations
 
-import re
+import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -44,21 +45,35 @@ def _library(name: str):
         raise DeepvisError(f"this map needs the {name} package: {EXTRA}") from None
 
 
-class _EpochCounter:
-    """A file for umap-learn's tqdm bar over its layout epochs (bar format "{n}/{total}"): each
-    written bar becomes ``progress(n / total)``; an exception ``progress`` raises stops the fit
-    between two epochs (tqdm lets it through)."""
+_epoch_progress = threading.local()  # .callback: the progress of the UMAP fit running on this thread
+_epochs_installed = threading.Lock()
 
-    def __init__(self, progress: Callable[[float], None]):
-        self.progress = progress
 
-    def write(self, text: str) -> None:
-        found = re.findall(r"(\d+)/(\d+)", text)
-        if found and int(found[-1][1]):
-            self.progress(int(found[-1][0]) / int(found[-1][1]))
+def _follow_umap_epochs(umap_layouts) -> None:
+    """umap-learn runs its layout epochs as ``for n in tqdm(range(n_epochs), **tqdm_kwds)`` and has no
+    progress callback. Its module's ``tqdm`` is replaced (once) by a loop that, on a thread whose fit
+    asked for progress, reports before each epoch, so an exception from the callback stops the fit
+    between two epochs; every other caller gets tqdm as before. (A callback raising inside tqdm's own
+    bar writer would leave tqdm's process-wide lock held: tqdm's refresh does not release it.)"""
+    with _epochs_installed:
+        original = umap_layouts.tqdm
+        if getattr(original, "follows_epochs", False):
+            return
 
-    def flush(self) -> None:
-        pass
+        def epochs(iterable, **kwds):
+            callback = getattr(_epoch_progress, "callback", None)
+            return original(iterable, **kwds) if callback is None else _reporting(iterable, callback)
+
+        epochs.follows_epochs = True
+        umap_layouts.tqdm = epochs
+
+
+def _reporting(iterable, progress: Callable[[float], None]):
+    total = max(len(iterable), 1)
+    for n, item in enumerate(iterable):
+        progress(n / total)
+        yield item
+    progress(1.0)
 
 
 TSNE_EXAGGERATION_ITERATIONS = 250  # openTSNE's default early-exaggeration phase
@@ -92,10 +107,14 @@ def fit_map(vectors: np.ndarray, method: str = "pca", seed: int = 0, threads: in
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*random_state.*")  # "n_jobs overridden": wanted, for a seed
-            bar = {} if progress is None else {"disable": False, "file": _EpochCounter(progress),
-                                               "bar_format": "{n}/{total}", "mininterval": 0.05}
-            model = umap.UMAP(n_neighbors=min(15, n - 1), n_components=2, min_dist=0.1, random_state=seed,
-                              init="spectral" if n > 10 else "random", n_epochs=epochs, tqdm_kwds=bar).fit(vectors)
+            if progress is not None:
+                _follow_umap_epochs(importlib.import_module("umap.layouts"))
+            _epoch_progress.callback = progress
+            try:
+                model = umap.UMAP(n_neighbors=min(15, n - 1), n_components=2, min_dist=0.1, random_state=seed,
+                                  init="spectral" if n > 10 else "random", n_epochs=epochs).fit(vectors)
+            finally:
+                _epoch_progress.callback = None
         return FeatureMap(method, np.asarray(model.embedding_, np.float32), model)
     opentsne = _library("openTSNE")
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
