@@ -35,7 +35,10 @@ PCA_TASK, NONLINEAR_TASK = "latent_map", "latent_map_nonlinear"
 TRAIL = 24  # frames in the trail
 MIN_POINTS = 8
 REFIT_GROWTH = 1.5
-NONLINEAR_LIMIT = 4096  # points a UMAP / t-SNE fit takes: a seeded sample of a larger index
+# points a UMAP / t-SNE fit takes (a seeded sample of a larger set): below 4096, where umap-learn
+# switches from exact neighbours to NNDescent, whose numba code holds the GIL for up to 0.4 s at a time
+# (the live threads stall; measured by scripts/bench_latent.py --umap-points 4096 against 4000)
+NONLINEAR_LIMIT = 4000
 NEIGHBOURS = 8  # fitted frames that place the live frame on a non-linear map
 SEED = 0
 TITLE_H = 32  # two caption lines
